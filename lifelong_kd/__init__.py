@@ -1,0 +1,38 @@
+"""lifelong_kd: continual (lifelong) learning with knowledge distillation.
+
+Public API::
+
+    from lifelong_kd import build_stream, StreamOptions, build_model, LwF, Evaluator, TrainConfig, run
+"""
+
+from lifelong_kd.data import Batch, Experience, Split, Stream, StreamOptions, build_stream
+from lifelong_kd.evaluation import EvalReport, Evaluator
+from lifelong_kd.loggers import JsonlLogger
+from lifelong_kd.models import Classifier, build_model
+from lifelong_kd.pipeline import run
+from lifelong_kd.strategies import Finetune, ModelOutput, Strategy
+from lifelong_kd.teacher import freeze_copy
+from lifelong_kd.train import TrainConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Classifier",
+    "EvalReport",
+    "Evaluator",
+    "Experience",
+    "Finetune",
+    "JsonlLogger",
+    "ModelOutput",
+    "Split",
+    "Stream",
+    "StreamOptions",
+    "Strategy",
+    "TrainConfig",
+    "__version__",
+    "build_model",
+    "build_stream",
+    "freeze_copy",
+    "run",
+]

@@ -1,0 +1,116 @@
+"""RunConfig: every option of ``lifelong-kd run``, one field per CLI flag and config-file key."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lifelong_kd.data.benchmarks import StreamOptions
+from lifelong_kd.train import TrainConfig
+
+# Small embedded streams need more passes than one: 250 samples per experience.
+DEFAULT_EPOCHS = {"split-digits": 20, "permuted-digits": 20}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run. Field names are the CLI flags (``--n-experiences`` = ``n_experiences``).
+
+    Strategy options (``temperature``, ``alpha``, ...) live in ``strategy_options``;
+    on the command line and at the top level of a config file they are plain keys.
+    """
+
+    benchmark: str = "split-digits"  # embedded in scikit-learn: runs with no download
+    scenario: str = "task"  # LwF's setting (Li & Hoiem 2016): task id given, one head per task
+    n_experiences: int | None = None  # None: the benchmark's usual number (5, or 10 for permuted-MNIST)
+    strategy: str = "finetune"
+    model: str = "auto"  # mlp:400,400 for grayscale (van de Ven et al. 2019), resnet18:20 for colour
+    epochs: int | None = None  # None: 1, or 20 on the small embedded digits streams
+    iterations: int | None = None  # fixed minibatches per experience instead of epochs
+    batch_size: int = 128  # van de Ven et al. 2019; Avalanche's examples
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    augment: bool = False  # random crop + flip; use for split-CIFAR
+    seed: int = 0
+    eval_batch_size: int = 1024
+    train_size: int | None = None  # per-experience training subsample for quick runs
+    test_size: int | None = None
+    class_order: tuple[int, ...] | None = None
+    shuffle_classes: bool = False
+    data_root: str | None = None  # None: $LIFELONG_KD_DATA or ./data
+    download: bool = False
+    out: str | None = None
+    resume: bool = False
+    quiet: bool = False
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def train_config(self) -> TrainConfig:
+        """The training settings."""
+        epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS.get(self.benchmark, 1)
+        return TrainConfig(
+            epochs=epochs,
+            iterations=self.iterations,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            augment=self.augment,
+            seed=self.seed,
+            eval_batch_size=self.eval_batch_size,
+            progress=not self.quiet and sys.stderr.isatty(),
+        )
+
+    def stream_options(self) -> StreamOptions:
+        """The stream settings."""
+        return StreamOptions(
+            n_experiences=self.n_experiences,
+            scenario=self.scenario,
+            seed=self.seed,
+            class_order=self.class_order,
+            shuffle_classes=self.shuffle_classes,
+            train_size=self.train_size,
+            test_size=self.test_size,
+            data_root=self.data_root,
+            download=self.download,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """Plain-value dict of every field (stored in ``results.json``)."""
+        record = asdict(self)
+        record["strategy_options"] = dict(self.strategy_options)
+        record["class_order"] = list(self.class_order) if self.class_order is not None else None
+        return record
+
+
+def field_names() -> tuple[str, ...]:
+    """Names of the :class:`RunConfig` fields (without ``strategy_options``)."""
+    return tuple(f.name for f in fields(RunConfig) if f.name != "strategy_options")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file (no code is evaluated); keys may use ``-`` or ``_``."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {path} does not exist.")
+    with path.open("rb") as handle:
+        try:
+            data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"Config file {path} is not valid TOML: {error}") from error
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in ("strategy_options", "strategy-options"):
+            flat.update({k.replace("-", "_"): v for k, v in value.items()})
+        else:
+            flat[key.replace("-", "_")] = value
+    return flat

@@ -1,0 +1,232 @@
+"""Benchmark streams: split and permuted versions of digits, MNIST, Fashion-MNIST, CIFAR.
+
+Scenarios (van de Ven & Tolias 2019, "Three scenarios for continual learning"):
+
+* ``task``: the task id is given; the model has one head per experience and targets are
+  local labels ``0..k-1`` within the experience.
+* ``domain``: no task id; one shared head; targets are local labels ``0..k-1``.
+* ``class``: no task id; one head over every class of the stream; targets are global
+  labels, numbered in class-order position (experience 0 holds labels ``0..k-1``).
+
+Split streams divide the classes into equal groups (``class_order`` sets the order);
+permuted streams apply a fixed random pixel permutation per experience, the first
+experience unpermuted (as in van de Ven et al. 2019).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+
+from lifelong_kd.data import sources
+from lifelong_kd.data.stream import SCENARIOS, BatchTransform, Experience, Split, Stream
+
+# Per-channel statistics of the training sets, for normalisation.
+MNIST_STATS = ((0.1307,), (0.3081,))
+FASHION_STATS = ((0.2860,), (0.3530,))
+DIGITS_STATS = ((0.3053,), (0.3759,))  # scikit-learn digits scaled to [0, 1]
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Options shared by every benchmark builder.
+
+    Attributes:
+        n_experiences: Number of experiences (None: the benchmark's usual number).
+        scenario: ``"task"``, ``"domain"`` or ``"class"``.
+        seed: Seed for permutations, class shuffling and subsampling.
+        class_order: Explicit class order for split streams (None: natural order,
+            or a seeded shuffle when ``shuffle_classes`` is set).
+        shuffle_classes: Shuffle the class order with ``seed``.
+        train_size: Keep at most this many training samples per experience (None: all);
+            a seeded random subset, for quick runs.
+        test_size: Keep at most this many test samples per experience (None: all).
+        data_root: Folder holding torchvision roots or image archives.
+        download: Let torchvision download missing data sets.
+    """
+
+    n_experiences: int | None = None
+    scenario: str = "task"  # van de Ven et al. 2019 report all three; task is LwF's home ground
+    seed: int = 0
+    class_order: tuple[int, ...] | None = None
+    shuffle_classes: bool = False  # natural order 0-1, 2-3, ... as in van de Ven et al. 2019
+    train_size: int | None = None
+    test_size: int | None = None
+    data_root: str | Path | None = None
+    download: bool = False
+
+
+def _subsample(split: Split, size: int | None, generator: torch.Generator) -> Split:
+    if size is None or size >= len(split):
+        return split
+    keep = torch.randperm(len(split), generator=generator)[:size].sort().values
+    return Split(split.x[keep], split.y[keep])
+
+
+def _validate(options: StreamOptions, n_classes: int | None = None) -> None:
+    if options.scenario not in SCENARIOS:
+        raise ValueError(f"Unknown scenario {options.scenario!r}; choose one of {', '.join(SCENARIOS)}.")
+    if options.n_experiences is not None and options.n_experiences < 1:
+        raise ValueError(f"n_experiences must be at least 1, got {options.n_experiences}.")
+    for name in ("train_size", "test_size"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive number of samples, got {value}.")
+    if n_classes is not None and options.n_experiences is not None and n_classes % options.n_experiences:
+        raise ValueError(
+            f"Cannot split {n_classes} classes into {options.n_experiences} equal experiences; "
+            f"choose n_experiences among the divisors of {n_classes}."
+        )
+
+
+def _class_order(n_classes: int, options: StreamOptions) -> list[int]:
+    if options.class_order is not None:
+        order = list(options.class_order)
+        if sorted(order) != list(range(n_classes)):
+            raise ValueError(f"class_order must be a permutation of 0..{n_classes - 1}, got {order}.")
+        return order
+    if options.shuffle_classes:
+        return torch.randperm(n_classes, generator=torch.Generator().manual_seed(options.seed)).tolist()
+    return list(range(n_classes))
+
+
+def _select(split: Split, classes: Sequence[int], label_of: dict[int, int]) -> Split:
+    mask = torch.isin(split.y, torch.tensor(list(classes)))
+    lookup = torch.full((int(split.y.max()) + 1,), -1, dtype=torch.long)
+    for original, label in label_of.items():
+        lookup[original] = label
+    return Split(split.x[mask], lookup[split.y[mask]])
+
+
+def split_stream(
+    name: str,
+    data: tuple[Split, Split],
+    options: StreamOptions,
+    default_experiences: int,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+) -> Stream:
+    """Divide a labelled data set's classes into equal groups, one group per experience."""
+    train, test = data
+    n_classes = int(train.y.max()) + 1
+    n_experiences = options.n_experiences or default_experiences
+    _validate(replace(options, n_experiences=n_experiences), n_classes)
+    order = _class_order(n_classes, options)
+    per = n_classes // n_experiences
+    generator = torch.Generator().manual_seed(options.seed)
+    transform = BatchTransform(mean=stats[0], std=stats[1])
+    experiences = []
+    for k in range(n_experiences):
+        classes = order[k * per : (k + 1) * per]
+        offset = k * per if options.scenario == "class" else 0
+        label_of = {c: offset + i for i, c in enumerate(classes)}
+        exp_train = _subsample(_select(train, classes, label_of), options.train_size, generator)
+        exp_test = _subsample(_select(test, classes, label_of), options.test_size, generator)
+        task_id = k if options.scenario == "task" else 0
+        experiences.append(Experience(k, task_id, exp_train, exp_test, tuple(classes), transform))
+    return Stream(name, options.scenario, tuple(experiences), n_classes, tuple(train.x.shape[1:]))
+
+
+def permuted_stream(
+    name: str,
+    data: tuple[Split, Split],
+    options: StreamOptions,
+    default_experiences: int,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+) -> Stream:
+    """One experience per fixed pixel permutation; experience 0 is unpermuted.
+
+    In the class scenario experience ``k`` relabels class ``c`` as ``c + k * n_classes``.
+    """
+    _validate(options)
+    train, test = data
+    n_base = int(train.y.max()) + 1
+    n_experiences = options.n_experiences or default_experiences
+    n_pixels = train.x.shape[-1] * train.x.shape[-2]
+    generator = torch.Generator().manual_seed(options.seed)
+    experiences = []
+    for k in range(n_experiences):
+        permutation = None if k == 0 else torch.randperm(n_pixels, generator=generator)
+        offset = k * n_base if options.scenario == "class" else 0
+        exp_train = _subsample(Split(train.x, train.y + offset), options.train_size, generator)
+        exp_test = _subsample(Split(test.x, test.y + offset), options.test_size, generator)
+        transform = BatchTransform(mean=stats[0], std=stats[1], permutation=permutation)
+        task_id = k if options.scenario == "task" else 0
+        classes = tuple(range(offset, offset + n_base))
+        experiences.append(Experience(k, task_id, exp_train, exp_test, classes, transform))
+    n_classes = n_base * n_experiences if options.scenario == "class" else n_base
+    return Stream(name, options.scenario, tuple(experiences), n_classes, tuple(train.x.shape[1:]))
+
+
+def _root(options: StreamOptions) -> Path:
+    return Path(options.data_root) if options.data_root is not None else sources.default_data_root()
+
+
+def split_digits(options: StreamOptions) -> Stream:
+    """scikit-learn digits (8x8), 5 experiences of 2 classes; ships with scikit-learn."""
+    return split_stream("split-digits", sources.load_digits(), options, 5, DIGITS_STATS)
+
+
+def permuted_digits(options: StreamOptions) -> Stream:
+    """scikit-learn digits (8x8) under 5 pixel permutations; ships with scikit-learn."""
+    return permuted_stream("permuted-digits", sources.load_digits(), options, 5, DIGITS_STATS)
+
+
+def split_mnist(options: StreamOptions) -> Stream:
+    """MNIST, 5 experiences of 2 classes (van de Ven et al. 2019)."""
+    data = sources.load_torchvision("MNIST", _root(options), options.download)
+    return split_stream("split-mnist", data, options, 5, MNIST_STATS)
+
+
+def permuted_mnist(options: StreamOptions) -> Stream:
+    """MNIST under 10 pixel permutations (Goodfellow et al. 2013; van de Ven et al. 2019)."""
+    data = sources.load_torchvision("MNIST", _root(options), options.download)
+    return permuted_stream("permuted-mnist", data, options, 10, MNIST_STATS)
+
+
+def split_fashion_mnist(options: StreamOptions) -> Stream:
+    """Fashion-MNIST, 5 experiences of 2 classes."""
+    data = sources.load_torchvision("FashionMNIST", _root(options), options.download)
+    return split_stream("split-fashion-mnist", data, options, 5, FASHION_STATS)
+
+
+def split_cifar10(options: StreamOptions) -> Stream:
+    """CIFAR-10, 5 experiences of 2 classes (Buzzega et al. 2020 setting)."""
+    data = sources.load_cifar10(_root(options), options.download)
+    return split_stream("split-cifar10", data, options, 5, CIFAR10_STATS)
+
+
+def split_cifar100(options: StreamOptions) -> Stream:
+    """CIFAR-100, 10 experiences of 10 classes."""
+    data = sources.load_torchvision("CIFAR100", _root(options), options.download)
+    return split_stream("split-cifar100", data, options, 10, CIFAR100_STATS)
+
+
+BENCHMARKS: MappingProxyType[str, Callable[[StreamOptions], Stream]] = MappingProxyType(
+    {
+        "split-digits": split_digits,
+        "permuted-digits": permuted_digits,
+        "split-mnist": split_mnist,
+        "permuted-mnist": permuted_mnist,
+        "split-fashion-mnist": split_fashion_mnist,
+        "split-cifar10": split_cifar10,
+        "split-cifar100": split_cifar100,
+    }
+)
+
+
+def build_stream(name: str, options: StreamOptions | None = None) -> Stream:
+    """Build a benchmark stream by name (see :data:`BENCHMARKS`).
+
+    Raises:
+        ValueError: Unknown name (the message lists the valid ones).
+        DataNotFoundError: The data set's files are missing.
+    """
+    if name not in BENCHMARKS:
+        raise ValueError(f"Unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}.")
+    return BENCHMARKS[name](options or StreamOptions())

@@ -1,0 +1,64 @@
+"""EvalReport: everything the evaluator measured after one experience; loggers read only this."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN/inf floats by None (JSON has no NaN), recursively; tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Evaluation after training experience ``step``.
+
+    Attributes:
+        step: Index of the experience just trained (row of the accuracy matrix).
+        accuracy_matrix: Rows 0..step of R; ``R[i][j]`` = accuracy on experience j's
+            test set after training experience i (fractions in [0, 1]).
+        metrics: Headline metrics of the matrix so far (see ``docs/metrics.md``).
+        initial_accuracy: A randomly initialised model's accuracy per experience (for FWT).
+        robustness: Accuracy under corruptions, or None when no shift suite is run.
+        compression: Size/speed of the evaluated model and ratios to a reference, or None.
+        eval_seconds: Wall time of this evaluation.
+    """
+
+    step: int
+    accuracy_matrix: tuple[tuple[float, ...], ...]
+    metrics: Mapping[str, float]
+    initial_accuracy: tuple[float, ...] | None = None
+    robustness: Mapping[str, Any] | None = None
+    compression: Mapping[str, Any] | None = None
+    eval_seconds: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> tuple[float, ...]:
+        """The newest row: accuracy on every experience after training ``step``."""
+        return self.accuracy_matrix[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN -> None)."""
+        return json_safe(
+            {
+                "step": self.step,
+                "accuracy_matrix": self.accuracy_matrix,
+                "metrics": dict(self.metrics),
+                "initial_accuracy": self.initial_accuracy,
+                "robustness": self.robustness,
+                "compression": self.compression,
+                "eval_seconds": self.eval_seconds,
+                **dict(self.extra),
+            }
+        )

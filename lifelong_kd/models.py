@@ -1,0 +1,163 @@
+"""Models: a backbone that maps inputs to features, and one linear layer holding every head.
+
+All heads live in a single ``nn.Linear(feature_dim, n_heads * n_outputs)``: one matmul
+gives every head's logits (``all_logits`` -> (B, H, K)), which is what distillation on
+old heads needs, and ``forward(x, task_id)`` picks the head of each sample. With one
+head (domain and class scenarios) ``task_id`` is ignored.
+
+Model specs are short strings used by the CLI: ``mlp:400,400``, ``convnet:32``,
+``resnet18:20`` (reduced ResNet-18 with 20 base filters, Lopez-Paz & Ranzato 2017).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+MODEL_DESCRIPTIONS = {
+    "mlp": "multi-layer perceptron; mlp:W1,W2,... sets hidden widths (default 400,400, van de Ven et al. 2019)",
+    "convnet": "small 4-layer ConvNet; convnet:W sets the base width (default 32)",
+    "resnet18": "reduced ResNet-18 (Lopez-Paz & Ranzato 2017); resnet18:F sets base filters (default 20)",
+    "auto": "mlp:400,400 for grayscale inputs, resnet18:20 for colour images",
+}
+
+
+class Classifier(nn.Module):
+    """Backbone + multi-head linear classifier.
+
+    Args:
+        backbone: Module mapping inputs (B, *input_shape) to features (B, feature_dim).
+        feature_dim: Width of the backbone's output.
+        n_heads: Number of heads (one per task in the task scenario, else 1).
+        n_outputs: Output units per head.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, n_heads: int = 1, n_outputs: int = 10) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.n_heads = n_heads
+        self.n_outputs = n_outputs
+        self.head = nn.Linear(feature_dim, n_heads * n_outputs)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate representation (B, feature_dim)."""
+        return self.backbone(x)
+
+    def heads(self, features: Tensor) -> Tensor:
+        """Every head's logits from features: (B, feature_dim) -> (B, H, K)."""
+        return self.head(features).view(len(features), self.n_heads, self.n_outputs)
+
+    def all_logits(self, x: Tensor) -> Tensor:
+        """Every head's logits (B, H, K)."""
+        return self.heads(self.features(x))
+
+    def select(self, logits: Tensor, task_id: Tensor | int | None) -> Tensor:
+        """Pick each sample's head from (B, H, K) logits -> (B, K)."""
+        if self.n_heads == 1:
+            return logits[:, 0]
+        if task_id is None:
+            raise ValueError("This model has one head per task: pass task_id (the task scenario gives it).")
+        if isinstance(task_id, int):
+            return logits[:, task_id]
+        if bool((task_id == task_id[0]).all()):
+            return logits[:, int(task_id[0])]
+        return logits[torch.arange(len(logits)), task_id]
+
+    def forward(self, x: Tensor, task_id: Tensor | int | None = None) -> Tensor:
+        """Logits of each sample's head (B, K)."""
+        return self.select(self.all_logits(x), task_id)
+
+
+def mlp_backbone(input_shape: Sequence[int], hidden: Sequence[int]) -> tuple[nn.Module, int]:
+    """Flatten + (Linear, ReLU) per hidden width."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers), width
+
+
+def convnet_backbone(input_shape: Sequence[int], width: int = 32) -> tuple[nn.Module, int]:
+    """Two blocks of (conv3x3, ReLU, conv3x3, ReLU, max-pool), global pooling to 2x2, a dense layer."""
+
+    def block(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+
+    layers = block(input_shape[0], width) + block(width, 2 * width)
+    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8 * width, 8 * width), nn.ReLU()]
+    return nn.Sequential(*layers), 8 * width
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (He et al. 2016): two 3x3 convs with batch-norm and a shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def resnet18_backbone(input_shape: Sequence[int], filters: int = 20) -> tuple[nn.Module, int]:
+    """Reduced ResNet-18: [2, 2, 2, 2] basic blocks with ``filters * (1, 2, 4, 8)`` channels.
+
+    The split-CIFAR backbone of Lopez-Paz & Ranzato (2017, GEM) with 20 base filters
+    (about 1.1 M parameters); 64 filters gives the full-width ResNet-18.
+    """
+    layers: list[nn.Module] = [nn.Conv2d(input_shape[0], filters, 3, 1, 1, bias=False), nn.BatchNorm2d(filters), nn.ReLU()]
+    c_in = filters
+    for stage, mult in enumerate((1, 2, 4, 8)):
+        c_out = filters * mult
+        stride = 1 if stage == 0 else 2
+        layers += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out)]
+        c_in = c_out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers), c_in
+
+
+def parse_spec(spec: str, input_shape: Sequence[int]) -> tuple[str, list[int]]:
+    """Split ``"name:a,b"`` into a name and integer arguments; resolve ``auto``."""
+    name, _, args = spec.partition(":")
+    name = name.strip().lower()
+    if name == "auto":
+        return ("mlp", [400, 400]) if input_shape[0] == 1 else ("resnet18", [20])
+    if name not in MODEL_DESCRIPTIONS:
+        raise ValueError(f"Unknown model {name!r}; choose one of: {', '.join(MODEL_DESCRIPTIONS)}.")
+    try:
+        numbers = [int(a) for a in args.split(",") if a.strip()]
+    except ValueError as error:
+        raise ValueError(f"Model spec {spec!r}: widths must be integers, e.g. 'mlp:400,400' or 'convnet:32'.") from error
+    if any(n < 1 for n in numbers):
+        raise ValueError(f"Model spec {spec!r}: widths must be positive.")
+    return name, numbers
+
+
+def build_model(spec: str, input_shape: Sequence[int], n_heads: int = 1, n_outputs: int = 10) -> Classifier:
+    """Build a :class:`Classifier` from a spec such as ``"mlp:400,400"``.
+
+    Args:
+        spec: Model spec (see module docstring and :data:`MODEL_DESCRIPTIONS`).
+        input_shape: Shape of one input (C, H, W).
+        n_heads: Number of heads.
+        n_outputs: Output units per head.
+    """
+    name, numbers = parse_spec(spec, input_shape)
+    if name == "mlp":
+        backbone, dim = mlp_backbone(input_shape, numbers or [400, 400])
+    elif name == "convnet":
+        backbone, dim = convnet_backbone(input_shape, *(numbers[:1] or [32]))
+    else:
+        backbone, dim = resnet18_backbone(input_shape, *(numbers[:1] or [20]))
+    return Classifier(backbone, dim, n_heads, n_outputs)

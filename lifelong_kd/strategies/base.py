@@ -1,0 +1,90 @@
+"""The strategy contract: hooks around an experience and an extra loss term.
+
+The training loop owns the optimiser, the cross-entropy on the labels and the backward
+pass; a strategy adds what makes a continual-learning method: state kept between
+experiences (a frozen teacher, importance weights, caches) and an extra loss.
+Learned state ends in ``_``; ``__init__`` only stores arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from lifelong_kd.data.stream import SCENARIOS, Batch, Experience, Stream
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What one forward pass of the student gives a strategy, so no loss needs a second pass.
+
+    Attributes:
+        logits: Logits of each sample's own head (B, K); the loop's cross-entropy uses them.
+        all_logits: Every head's logits (B, H, K) (H = 1 outside the task scenario).
+        features: Penultimate features (B, D).
+    """
+
+    logits: Tensor
+    all_logits: Tensor
+    features: Tensor
+
+
+class Strategy:
+    """Base class with no-op hooks; a method overrides what it needs.
+
+    Class attributes:
+        name: Name used by the CLI and in reports.
+        scenarios: Scenarios the method supports.
+    """
+
+    name: ClassVar[str] = "strategy"
+    scenarios: ClassVar[frozenset[str]] = frozenset(SCENARIOS)
+
+    def check_stream(self, stream: Stream) -> None:
+        """Raise ``ValueError`` when the stream's scenario is not supported."""
+        if stream.scenario not in self.scenarios:
+            raise ValueError(
+                f"Strategy {self.name!r} does not support the {stream.scenario!r} scenario; "
+                f"it supports: {', '.join(sorted(self.scenarios))}."
+            )
+
+    def train_experiences(self, stream: Stream, experience: Experience) -> list[Experience]:
+        """Experiences whose training data the loop draws from (default: the current one)."""
+        return [experience]
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Called before training on ``experience``."""
+
+    def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
+        """Extra loss term added to the loop's cross-entropy (default: zero).
+
+        Args:
+            model: The student being trained.
+            batch: The current batch.
+            output: The student's forward pass on ``batch.x``.
+        """
+        return output.logits.new_zeros(())
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Called after training on ``experience``, before evaluation."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state (tensors and plain values) needed to resume mid-stream."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def options(self) -> dict[str, Any]:
+        """Constructor arguments, for the run's config record."""
+        return {key: value for key, value in vars(self).items() if not key.endswith("_") and not key.startswith("_")}
+
+
+def module_state(module: nn.Module | None) -> dict[str, Tensor] | None:
+    """A detached copy of a module's state, or None."""
+    if module is None:
+        return None
+    return {key: value.detach().clone() for key, value in module.state_dict().items()}
+
