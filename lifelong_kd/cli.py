@@ -19,11 +19,19 @@ from typing import Any
 
 from lifelong_kd.config import RunConfig, field_names, read_toml
 from lifelong_kd.strategies.base import Strategy
+from lifelong_kd.strategies.ewc import EWC
 from lifelong_kd.strategies.finetune import Finetune
+from lifelong_kd.strategies.joint import Joint
+from lifelong_kd.strategies.lwf import LwF
+from lifelong_kd.strategies.multi_teacher import MultiTeacher
 
 STRATEGIES: MappingProxyType[str, type[Strategy]] = MappingProxyType(
     {
         "finetune": Finetune,
+        "joint": Joint,
+        "lwf": LwF,
+        "multi-teacher": MultiTeacher,
+        "ewc": EWC,
     }
 )
 
@@ -105,6 +113,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", help="run folder (default runs/<benchmark>-<scenario>-<strategy>-s<seed>-<time>)")
     add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out")
     add("--quiet", action=argparse.BooleanOptionalAction, help="no progress bar")
+    add("--engine", choices=("lifelong-kd", "avalanche"), help="training loop: ours (default) or Avalanche's with our plugin")
+    add("--shifts", help="robustness suite: default | none | all | NAME,NAME (see `lifelong-kd list`)")
+    add("--severities", type=lambda s: tuple(int(c) for c in s.split(",")), help="corruption severities, e.g. 1,3,5")
+    add("--robustness-samples", type=int, help="test samples per experience under each corruption (default 256)")
+    add("--reference-model", help="run folder of a reference (teacher) model for compression ratios")
+    add("--tensorboard", action=argparse.BooleanOptionalAction, help="write TensorBoard event files (default on)")
     strategy_group = parser.add_argument_group("strategy options (each applies to the strategies that take it)")
     for name in strategy_parameters():
         strategy_group.add_argument("--" + name.replace("_", "-"), dest="opt_" + name, type=parse_value)
@@ -130,7 +144,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         known_options = strategy_parameters()
         for key, value in read_toml(args.config_file).items():
             if key in field_names():
-                values[key] = tuple(value) if key == "class_order" else value
+                values[key] = tuple(value) if key in ("class_order", "severities") else value
             elif key in known_options:
                 options[key] = value
             else:
@@ -166,6 +180,7 @@ def execute(config: RunConfig) -> dict[str, Any]:
     from lifelong_kd import pipeline
     from lifelong_kd.data.benchmarks import build_stream
     from lifelong_kd.evaluation.evaluator import Evaluator
+    from lifelong_kd.loggers.figures import FigureLogger
     from lifelong_kd.loggers.jsonl import JsonlLogger
     from lifelong_kd.models import build_model
 
@@ -179,13 +194,63 @@ def execute(config: RunConfig) -> dict[str, Any]:
     config = replace(config, out=out)
     pipeline.seed_everything(config.seed)
     model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs)
-    evaluator = Evaluator(batch_size=train_config.eval_batch_size)
-    loggers = [JsonlLogger(out)]
+    evaluator = make_evaluator(config, stream)
+    loggers: list = [JsonlLogger(out), FigureLogger(out)]
+    if config.tensorboard:
+        from lifelong_kd.loggers.tensorboard import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(out))
     if not config.quiet:
         print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
               f"{config.model} ({sum(p.numel() for p in model.parameters()):,} parameters); run folder {out}", flush=True)
+    if config.engine == "avalanche":
+        from lifelong_kd.integrations.avalanche import run_avalanche
+
+        if config.resume:
+            raise UsageError("--resume is not supported with --engine avalanche.")
+        return run_avalanche(stream, model, strategy, evaluator, train_config, out, config.record(), loggers)
     results = pipeline.run(stream, model, strategy, evaluator, loggers, train_config, out, config.resume, config.record())
     return results
+
+
+def load_reference(path: str, stream: Any) -> tuple[Any, float | None]:
+    """The model of a finished run (folder or its checkpoint.pt) and its final average accuracy."""
+    import torch
+
+    from lifelong_kd.models import build_model
+    from lifelong_kd.pipeline import CHECKPOINT, RESULTS
+
+    folder = Path(path).parent if Path(path).is_file() else Path(path)
+    if not (folder / RESULTS).is_file() or not (folder / CHECKPOINT).is_file():
+        raise UsageError(f"--reference-model {path}: expected a run folder with {RESULTS} and {CHECKPOINT}.")
+    results = json.loads((folder / RESULTS).read_text())
+    model = build_model(results["config"]["model"], stream.input_shape, stream.n_heads, stream.n_outputs)
+    try:
+        model.load_state_dict(torch.load(folder / CHECKPOINT, weights_only=True)["model"])
+    except RuntimeError as error:
+        raise UsageError(f"--reference-model {path}: it was trained on a different stream or head layout ({error}).") from error
+    return model, results["metrics"].get("average_accuracy")
+
+
+def make_evaluator(config: RunConfig, stream: Any) -> Any:
+    """The evaluator a run config asks for (robustness suite, reference model)."""
+    from lifelong_kd.data.shifts import parse_shifts
+    from lifelong_kd.evaluation.evaluator import Evaluator
+
+    reference, reference_accuracy = (None, None)
+    if config.reference_model:
+        reference, reference_accuracy = load_reference(config.reference_model, stream)
+    if config.robustness_samples is not None and config.robustness_samples < 1:
+        raise UsageError(f"robustness_samples must be positive, got {config.robustness_samples}.")
+    return Evaluator(
+        batch_size=config.eval_batch_size,
+        shifts=parse_shifts(config.shifts),
+        severities=config.severities,
+        robustness_samples=config.robustness_samples,
+        reference=reference,
+        reference_accuracy=reference_accuracy,
+        seed=config.seed,
+    )
 
 
 def format_matrix(matrix: Sequence[Sequence[float | None]]) -> str:
@@ -244,6 +309,8 @@ def report_rows(run_dirs: Sequence[str]) -> list[dict[str, Any]]:
             raise UsageError(f"{run_dir} has no results.json; pass run folders written by `lifelong-kd run`.")
         results = json.loads(path.read_text())
         config, metrics, timing = results["config"], results["metrics"], results["timing"]
+        robustness = results.get("robustness") or {}
+        ratios = (results.get("compression") or {}).get("ratios", {})
         rows.append(
             {
                 "run": Path(run_dir).name,
@@ -255,6 +322,12 @@ def report_rows(run_dirs: Sequence[str]) -> list[dict[str, Any]]:
                 "forgetting": metrics.get("forgetting"),
                 "bwt": metrics.get("backward_transfer"),
                 "fwt": metrics.get("forward_transfer"),
+                "corrupted_acc": robustness.get("mean_corrupted_accuracy"),
+                "rel_robustness": robustness.get("relative_robustness"),
+                "corrupted_forgetting": robustness.get("corrupted_forgetting"),
+                "param_ratio": ratios.get("parameter_ratio"),
+                "flops_ratio": ratios.get("flops_ratio"),
+                "acc_kept": ratios.get("accuracy_kept"),
                 "train_s": timing.get("train_seconds"),
                 "eval_s": timing.get("eval_seconds"),
             }
@@ -265,13 +338,15 @@ def report_rows(run_dirs: Sequence[str]) -> list[dict[str, Any]]:
 def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     """A Markdown table; fractions shown in percent, seconds with one decimal."""
     headers = list(rows[0])
-    percent = {"avg_acc", "forgetting", "bwt", "fwt"}
+    percent = {"avg_acc", "forgetting", "bwt", "fwt", "corrupted_acc", "corrupted_forgetting"}
 
     def cell(key: str, value: Any) -> str:
         if value is None:
             return "-"
         if key in percent:
             return f"{100 * value:.2f}"
+        if key.endswith(("ratio", "kept", "robustness")):
+            return f"{value:.2f}"
         return f"{value:.1f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

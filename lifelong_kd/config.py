@@ -47,6 +47,12 @@ class RunConfig:
     out: str | None = None
     resume: bool = False
     quiet: bool = False
+    engine: str = "lifelong-kd"  # training loop: ours, or "avalanche" (its Naive template + our plugin) to compare
+    shifts: str = "default"  # robustness suite: "default", "none", "all" or "name,name,..."
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # all five levels, as in CIFAR-10-C / MNIST-C
+    robustness_samples: int | None = 256  # test samples per experience under each corruption
+    reference_model: str | None = None  # run folder of a reference (teacher) for compression ratios
+    tensorboard: bool = True
     strategy_options: Mapping[str, Any] = field(default_factory=dict)
 
     def train_config(self) -> TrainConfig:
@@ -85,6 +91,7 @@ class RunConfig:
         record = asdict(self)
         record["strategy_options"] = dict(self.strategy_options)
         record["class_order"] = list(self.class_order) if self.class_order is not None else None
+        record["severities"] = list(self.severities)
         return record
 
 

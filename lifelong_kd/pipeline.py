@@ -12,9 +12,7 @@ the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +24,7 @@ from torch import nn
 
 from lifelong_kd.data.stream import Stream
 from lifelong_kd.evaluation.evaluator import Evaluator
+from lifelong_kd.files import save_torch_atomic, write_atomic
 from lifelong_kd.evaluation.report import EvalReport, json_safe
 from lifelong_kd.loggers.base import Logger
 from lifelong_kd.strategies.base import Strategy
@@ -39,17 +38,6 @@ VOLATILE_KEYS = frozenset({"resume", "out", "progress", "quiet", "config_file"})
 
 class ResumeError(RuntimeError):
     """The run folder cannot be resumed with this configuration."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def seed_everything(seed: int, experience_index: int = -1) -> None:
@@ -109,9 +97,7 @@ def save(folder: Path, state: RunState, model: nn.Module, strategy: Strategy, ev
         "timing": state.timing,
         "record": json_safe(state.record),
     }
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    write_atomic(folder / CHECKPOINT, buffer.getvalue())
+    save_torch_atomic(checkpoint, folder / CHECKPOINT)
     write_atomic(folder / RESULTS, json.dumps(state.results(), indent=2).encode())
 
 

@@ -143,7 +143,7 @@ def forward(model: nn.Module, batch: Batch) -> ModelOutput:
 
 def train_step(model: nn.Module, strategy: Strategy, optimizer: torch.optim.Optimizer, batch: Batch) -> float:
     """Cross-entropy + strategy loss, backward, optimiser step; returns the loss."""
-    output = forward(model, batch)
+    output = forward(model, strategy.transform_batch(batch))
     loss = F.cross_entropy(output.logits, batch.y) + strategy.loss(model, batch, output)
     if not torch.isfinite(loss):
         raise NonFiniteLossError(

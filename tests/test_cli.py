@@ -11,7 +11,7 @@ import pytest
 from lifelong_kd.cli import main
 from tests.conftest import requires_cifar10, requires_mnist
 
-QUICK = ["--epochs", "2", "--train-size", "100", "--quiet"]
+QUICK = ["--epochs", "2", "--train-size", "100", "--quiet", "--shifts", "none", "--no-tensorboard"]
 
 
 def test_run_prints_the_matrix_and_writes_a_run_folder(tmp_path, capsys):
@@ -41,7 +41,7 @@ def test_report_shows_runs_side_by_side(tmp_path, capsys):
 
 def test_config_file_sets_flags_and_cli_flags_win(tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text('scenario = "class"\nepochs = 1\ntrain-size = 60\nseed = 3\nquiet = true\n')
+    config.write_text('scenario = "class"\nepochs = 1\ntrain-size = 60\nseed = 3\nquiet = true\nshifts = "none"\n')
     assert main(["run", "--config", str(config), "--seed", "4", "--out", str(tmp_path / "r")]) == 0
     record = json.loads((tmp_path / "r" / "results.json").read_text())["config"]
     assert record["scenario"] == "class" and record["train_size"] == 60 and record["seed"] == 4
@@ -69,7 +69,7 @@ def test_resume_continues_a_finished_run_folder(tmp_path, capsys):
     ],
 )
 def test_bad_input_exits_2_with_a_message_not_a_traceback(args, message, capsys, tmp_path):
-    code = main(["run", *args, "--quiet", "--epochs", "1"] + ([] if "--resume" in args else ["--out", str(tmp_path / "r")]))
+    code = main(["run", *args, "--quiet", "--epochs", "1", "--shifts", "none"] + ([] if "--resume" in args else ["--out", str(tmp_path / "r")]))
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and "Traceback" not in err

@@ -11,7 +11,6 @@ download at all: scikit-learn ships the 8x8 digits.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lifelong_kd.data.stream import Split
+from lifelong_kd.files import save_torch_atomic
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -147,17 +147,8 @@ def load_image_tree(path: str | Path, use_cache: bool = True) -> tuple[Split, Sp
     entries = _read_tar(path) if path.is_file() else _read_tree(path)
     train, test = _collect_members(entries)
     if use_cache:
-        _save_atomic({"train_x": train.x, "train_y": train.y, "test_x": test.x, "test_y": test.y}, cached)
+        save_torch_atomic({"train_x": train.x, "train_y": train.y, "test_x": test.x, "test_y": test.y}, cached)
     return train, test
-
-
-def _save_atomic(state: dict, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    tmp = target.with_suffix(target.suffix + f".tmp{os.getpid()}")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, target)
 
 
 def cifar10_candidates(root: Path) -> list[Path]:

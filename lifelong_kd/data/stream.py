@@ -21,8 +21,9 @@ class BatchTransform:
     """Turns a batch of stored images into model inputs.
 
     Applied to whole batches: ``uint8`` (B, C, H, W) -> float32 (B, C, H, W) in [0, 1]
-    when ``scale`` is set, then normalised with ``mean``/``std`` (per channel), then the
-    pixels of each image are permuted when ``permutation`` is given (permuted-MNIST).
+    when ``scale`` is set (:meth:`to_unit`), then the pixels of each image are permuted
+    when ``permutation`` is given (permuted-MNIST) and normalised with ``mean``/``std``
+    per channel (:meth:`finish`).
 
     Attributes:
         mean: Per-channel mean subtracted after scaling.
@@ -37,25 +38,23 @@ class BatchTransform:
     scale: bool = True
 
     def to_unit(self, x: Tensor) -> Tensor:
-        """Stored batch -> float32 in [0, 1], permuted, but not normalised.
+        """Stored batch -> float32 images in [0, 1], before permutation and normalisation.
 
-        Corruptions (``data.shifts``) operate on this view.
+        Corruptions (``data.shifts``) operate on this view, in image space.
         """
         x = x.float()
-        if self.scale:
-            x = x / 255.0
+        return x / 255.0 if self.scale else x
+
+    def finish(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] (B, C, H, W) -> model input: permute pixels, then normalise."""
         if self.permutation is not None:
             x = x.flatten(2)[:, :, self.permutation].view_as(x)
-        return x
-
-    def normalise(self, x: Tensor) -> Tensor:
-        """Float batch in [0, 1] (B, C, H, W) -> normalised model input."""
         mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
         return (x - mean) / std
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.normalise(self.to_unit(x))
+        return self.finish(self.to_unit(x))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -188,6 +187,8 @@ def latency_seconds(
     if min_run_time <= 0:
         raise ValueError(f"min_run_time must be positive, got {min_run_time}")
     inputs = _example_input(model, tuple(input_shape), batch_size)
+    from torch.utils import benchmark  # imported here: it loads cpp_extension, slow and noisy
+
     timer = benchmark.Timer(
         stmt="model(inputs, **forward_kwargs)",
         globals={"model": model, "inputs": inputs, "forward_kwargs": dict(forward_kwargs or {})},

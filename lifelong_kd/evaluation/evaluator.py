@@ -1,30 +1,45 @@
-"""The evaluator: one accuracy-matrix row per experience, and the metrics of the matrix so far."""
+"""The evaluator: one accuracy-matrix row per experience, robustness and compression.
+
+``Evaluator.evaluate(model, stream, step)`` returns an :class:`EvalReport`; every metric
+in it is a pure function of the matrices the evaluator keeps (see ``docs/metrics.md``).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from lifelong_kd.data.stream import Experience, Stream
-from lifelong_kd.evaluation import metrics
+from lifelong_kd.evaluation import compression, metrics
 from lifelong_kd.evaluation.report import EvalReport
+from lifelong_kd.evaluation.robustness import RobustnessProbe
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode and restore its train/eval flag afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, experience: Experience, batch_size: int = 1024) -> float:
     """Accuracy of ``model`` on ``experience``'s test set (its own head in the task scenario)."""
-    was_training = model.training
-    model.eval()
     correct = 0
     test = experience.test
-    for start in range(0, len(test), batch_size):
-        x = experience.transform(test.x[start : start + batch_size])
-        logits = model(x, experience.task_id)
-        correct += int((logits.argmax(1) == test.y[start : start + batch_size]).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(test), batch_size):
+            logits = model(experience.transform(test.x[start : start + batch_size]), experience.task_id)
+            correct += int((logits.argmax(1) == test.y[start : start + batch_size]).sum())
     return correct / max(len(test), 1)
 
 
@@ -34,13 +49,42 @@ class Evaluator:
     Args:
         batch_size: Samples per inference batch.
         forgetting_definition: ``"max"`` (Chaudhry et al. 2018, ours) or ``"avalanche"``.
+        shifts: Corruption names for robustness (empty: no robustness evaluation).
+        severities: Corruption severities (1..5).
+        robustness_samples: Test samples per experience under each corruption (None: all).
+        reference: Reference (teacher) model for compression ratios; None measures the
+            evaluated model against itself (ratios of 1, as in self-distillation).
+        reference_accuracy: The reference's final average accuracy, for "accuracy kept".
+        compression: Measure parameters, bytes, FLOPs and latency.
+        seed: Seed of the robustness subsample and corruptions.
     """
 
-    def __init__(self, batch_size: int = 1024, forgetting_definition: str = "max") -> None:
+    def __init__(
+        self,
+        batch_size: int = 1024,
+        forgetting_definition: str = "max",
+        shifts: Sequence[str] = (),
+        severities: Sequence[int] = (1, 2, 3, 4, 5),
+        robustness_samples: int | None = 256,
+        reference: nn.Module | None = None,
+        reference_accuracy: float | None = None,
+        compression: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.batch_size = batch_size
         self.forgetting_definition = forgetting_definition
+        self.shifts = tuple(shifts)
+        self.severities = tuple(severities)
+        self.robustness_samples = robustness_samples
+        self.reference = reference
+        self.reference_accuracy = reference_accuracy
+        self.compression = compression
+        self.seed = seed
         self.rows_: list[list[float]] = []
+        self.corrupted_rows_: list[list[float]] = []
         self.initial_: list[float] | None = None
+        self.compression_stats_: dict[str, Any] | None = None
+        self.probe_ = RobustnessProbe(self.shifts, self.severities, robustness_samples, seed, batch_size) if self.shifts else None
 
     def row(self, model: nn.Module, stream: Stream) -> list[float]:
         """Accuracy on every experience's test set."""
@@ -53,21 +97,54 @@ class Evaluator:
     def evaluate(self, model: nn.Module, stream: Stream, step: int) -> EvalReport:
         """Evaluate after training experience ``step``; appends row ``step`` of R."""
         start = time.perf_counter()
-        self.rows_ = self.rows_[:step] + [self.row(model, stream)]
-        summary = metrics.summarize(self.rows_, self.initial_, self.forgetting_definition)
+        with eval_mode(model):
+            self.rows_ = self.rows_[:step] + [self.row(model, stream)]
+            summary = metrics.summarize(self.rows_, self.initial_, self.forgetting_definition)
+            robustness = self._robustness(model, stream, step)
+            sizes = self._compression(model, stream, summary["average_accuracy"])
         return EvalReport(
             step=step,
             accuracy_matrix=tuple(tuple(r) for r in self.rows_),
             metrics=summary,
             initial_accuracy=tuple(self.initial_) if self.initial_ is not None else None,
+            robustness=robustness,
+            compression=sizes,
             eval_seconds=time.perf_counter() - start,
         )
 
+    def _robustness(self, model: nn.Module, stream: Stream, step: int) -> dict[str, Any] | None:
+        if self.probe_ is None:
+            return None
+        result = self.probe_.evaluate(model, stream, step)
+        self.corrupted_rows_ = self.corrupted_rows_[:step] + [list(result.pop("corrupted_row"))]
+        result["corrupted_accuracy_matrix"] = [list(r) for r in self.corrupted_rows_]
+        result["corrupted_forgetting"] = metrics.forgetting(self.corrupted_rows_, definition=self.forgetting_definition)
+        result["severities"] = list(self.severities)
+        return result
+
+    def _compression(self, model: nn.Module, stream: Stream, average_accuracy: float) -> dict[str, Any] | None:
+        if not self.compression:
+            return None
+        if self.compression_stats_ is None:
+            kwargs = {"task_id": 0}
+            evaluated = compression.measure(model, stream.input_shape, forward_kwargs=kwargs)
+            reference = compression.measure(self.reference, stream.input_shape, forward_kwargs=kwargs) if self.reference is not None else evaluated
+            self.compression_stats_ = {"model": evaluated, "reference": reference}
+        evaluated, reference = self.compression_stats_["model"], self.compression_stats_["reference"]
+        reference_accuracy = self.reference_accuracy if self.reference is not None else average_accuracy
+        ratios = compression.compression_ratios(reference, evaluated, reference_accuracy, average_accuracy)
+        return {"model": _stats_dict(evaluated), "reference": _stats_dict(reference), "ratios": ratios}
+
     def state_dict(self) -> dict[str, Any]:
         """Rows measured so far and the initial accuracies."""
-        return {"rows": [list(r) for r in self.rows_], "initial": self.initial_}
+        return {"rows": [list(r) for r in self.rows_], "corrupted_rows": [list(r) for r in self.corrupted_rows_], "initial": self.initial_}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.rows_ = [list(r) for r in state["rows"]]
+        self.corrupted_rows_ = [list(r) for r in state.get("corrupted_rows", [])]
         self.initial_ = state["initial"]
+
+
+def _stats_dict(stats: Any) -> dict[str, Any]:
+    return {name: getattr(stats, name) for name in stats.__dataclass_fields__}

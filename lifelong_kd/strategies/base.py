@@ -57,13 +57,22 @@ class Strategy:
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Called before training on ``experience``."""
 
+    def transform_batch(self, batch: Batch) -> Batch:
+        """The view of ``batch`` the student is trained on (default: ``batch`` itself).
+
+        The loop calls it before the forward pass; :meth:`loss` still receives the batch as
+        drawn, so a teacher can see the clean input while the student sees, e.g., a noised
+        one (denoising distillation).
+        """
+        return batch
+
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """Extra loss term added to the loop's cross-entropy (default: zero).
 
         Args:
             model: The student being trained.
-            batch: The current batch.
-            output: The student's forward pass on ``batch.x``.
+            batch: The current batch, as drawn (before :meth:`transform_batch`).
+            output: The student's forward pass on ``transform_batch(batch).x``.
         """
         return output.logits.new_zeros(())
 

@@ -1,0 +1,262 @@
+"""LwF on permuted-MNIST, side by side: Avalanche's LwF, Avalanche + our plugin, our trainer.
+
+Protocol (the same for the three runs): Avalanche's ``PermutedMNIST(5, seed)`` read from
+``--data-root``, one epoch per experience, MLP 784-1000-1000-10 (our Classifier, same
+initial weights), SGD lr 0.01 momentum 0.9 (a fresh optimiser per experience), batch
+128, LwF with T = 2, alpha = 1 and no T^2, evaluation on every experience's test set
+after each experience (batch 1024).
+
+* (a) ``avalanche.training.supervised.LwF``: Avalanche's own strategy and data pipeline;
+* (b) ``Naive`` + :class:`~lifelong_kd.integrations.avalanche.LifelongKDPlugin` (our LwF);
+* (c) our trainer (``pipeline.run``) on the same samples, copied once into uint8 tensors
+  by ``stream_from_benchmark`` (the copy is timed separately).
+
+Also measured: the machine's matmul floor, i.e. the time of the MLP's forward+backward
+matmuls on random data (and of the forward alone, for the teacher cache), so the trainer's
+throughput can be read as a fraction of what the hardware allows. Run from the
+repository root::
+
+    python benchmarks/speed_vs_avalanche.py              # full: 60,000 samples per experience
+    python benchmarks/speed_vs_avalanche.py --quick      # 6,000 train / 2,000 test per experience
+
+The last line is ``speedup_vs_avalanche_lwf: X`` (end-to-end wall time of (a) over (c)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifelong_kd.evaluation import metrics
+from lifelong_kd.evaluation.evaluator import Evaluator
+from lifelong_kd.models import build_model
+from lifelong_kd.pipeline import run, seed_everything
+from lifelong_kd.strategies import LwF
+from lifelong_kd.train import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+HIDDEN = (1000, 1000)
+BATCH, LR, MOMENTUM, TEMPERATURE, ALPHA, EVAL_BATCH = 128, 0.01, 0.9, 2.0, 1.0, 1024
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="6,000 train / 2,000 test samples per experience")
+    parser.add_argument("--data-root", default=os.environ.get("LIFELONG_KD_DATA", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--experiences", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--runs", default="abc", help="which of a, b, c to run (default all)")
+    parser.add_argument("--out", default=None, help="JSON results (default benchmarks/output/speed_vs_avalanche[_quick].json)")
+    return parser.parse_args()
+
+
+def load_benchmark(args: argparse.Namespace) -> Any:
+    """Avalanche's PermutedMNIST, subsampled with Avalanche's own ``subset`` in quick mode."""
+    from avalanche.benchmarks import dataset_benchmark
+    from avalanche.benchmarks.classic import PermutedMNIST
+
+    benchmark = PermutedMNIST(args.experiences, seed=args.seed, dataset_root=args.data_root)
+    if not args.quick:
+        return benchmark
+    train = [e.dataset.subset(range(6000)) for e in benchmark.train_stream]
+    test = [e.dataset.subset(range(2000)) for e in benchmark.test_stream]
+    return dataset_benchmark(train, test)
+
+
+def initial_model(seed: int) -> nn.Module:
+    """The MLP 784-1000-1000-10 every run starts from."""
+    torch.manual_seed(seed)
+    return build_model("mlp:" + ",".join(map(str, HIDDEN)), (1, 28, 28), 1, 10)
+
+
+def summary(name: str, matrix: list[list[float]], train: float, evaluation: float, wall: float, samples: int) -> dict[str, Any]:
+    """One row of the results table."""
+    values = metrics.summarize(matrix)
+    return {
+        "run": name, "train_seconds": train, "eval_seconds": evaluation, "wall_seconds": wall,
+        "samples": samples, "samples_per_second": samples / train,
+        "average_accuracy": values["average_accuracy"], "forgetting": values["forgetting"], "accuracy_matrix": matrix,
+    }
+
+
+def avalanche_row(results: dict[str, Any], n: int) -> list[float]:
+    """Accuracy on every test experience from Avalanche's metric dictionary."""
+    row = []
+    for j in range(n):
+        key = next(k for k in results if k.startswith("Top1_Acc_Exp/eval_phase/test_stream/") and k.endswith(f"Exp{j:03d}"))
+        row.append(float(results[key]))
+    return row
+
+
+def run_avalanche(name: str, benchmark: Any, model: nn.Module, ours: bool, seed: int) -> dict[str, Any]:
+    """(a) Avalanche's LwF or (b) Naive + our plugin; timed train and eval phases."""
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.training.supervised import LwF as AvalancheLwF
+    from avalanche.training.supervised import Naive
+
+    from lifelong_kd.integrations.avalanche import LifelongKDPlugin
+
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    common = {"model": model, "optimizer": sgd(model), "criterion": nn.CrossEntropyLoss(), "train_mb_size": BATCH,
+              "train_epochs": 1, "eval_mb_size": EVAL_BATCH, "evaluator": evaluator}
+    if ours:
+        plugin = LifelongKDPlugin(LwF(temperature=TEMPERATURE, alpha=ALPHA, scale_t2=False), materialize=False)
+        template = Naive(**common, plugins=[plugin])
+    else:
+        template = AvalancheLwF(**common, alpha=ALPHA, temperature=TEMPERATURE)
+    train = evaluation = 0.0
+    matrix, samples = [], 0
+    wall = time.perf_counter()
+    for experience in benchmark.train_stream:
+        seed_everything(seed, experience.current_experience)
+        template.optimizer = sgd(model)
+        start = time.perf_counter()
+        template.train(experience)
+        train += time.perf_counter() - start
+        samples += len(experience.dataset)
+        start = time.perf_counter()
+        results = template.eval(benchmark.test_stream)
+        evaluation += time.perf_counter() - start
+        matrix.append(avalanche_row(results, len(benchmark.test_stream)))
+        print(f"  {name}: experience {experience.current_experience} done, row {[round(100 * a, 1) for a in matrix[-1]]}", flush=True)
+    return summary(name, matrix, train, evaluation, time.perf_counter() - wall, samples)
+
+
+def sgd(model: nn.Module) -> torch.optim.Optimizer:
+    """SGD lr 0.01 momentum 0.9 over the model's parameters."""
+    return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+
+def run_ours(benchmark: Any, model: nn.Module, seed: int) -> tuple[dict[str, Any], float]:
+    """(c) our trainer on the same samples; returns the row and the copy time."""
+    from lifelong_kd.integrations.avalanche import stream_from_benchmark
+
+    start = time.perf_counter()
+    stream = stream_from_benchmark(benchmark, "permuted-mnist", "domain", MNIST_MEAN, MNIST_STD)
+    copy_seconds = time.perf_counter() - start
+    config = TrainConfig(epochs=1, batch_size=BATCH, lr=LR, momentum=MOMENTUM, seed=seed, eval_batch_size=EVAL_BATCH, progress=False)
+    strategy = LwF(temperature=TEMPERATURE, alpha=ALPHA, scale_t2=False)
+    wall = time.perf_counter()
+    results = run(stream, model, strategy, Evaluator(batch_size=EVAL_BATCH, compression=False), config=config)
+    wall = time.perf_counter() - wall
+    timing = results["timing"]
+    row = summary("c) lifelong_kd trainer", results["accuracy_matrix"], timing["train_seconds"], timing["eval_seconds"], wall,
+                  sum(t["samples"] for t in timing["per_experience"]))
+    row["loop_seconds"] = sum(t["loop_seconds"] for t in timing["per_experience"])
+    return row, copy_seconds
+
+
+def matmul_floor(repeats: int = 60) -> dict[str, float]:
+    """Seconds per sample of the MLP's matmuls: forward+backward (batch 128), and forward (batch 1024).
+
+    Forward: x W1^T, h1 W2^T, h2 W3^T. Backward: the three weight gradients and the two
+    input gradients (none for the input layer). Random data; biases and activations
+    (elementwise, memory bound) are left out, so this is a floor on the time.
+    """
+    dims = [784, *HIDDEN, 10]
+    weights = [torch.randn(o, i) * 0.01 for i, o in zip(dims[:-1], dims[1:], strict=True)]
+
+    def step(x: torch.Tensor, backward: bool) -> None:
+        activations = [x]
+        for weight in weights:
+            activations.append(activations[-1] @ weight.t())
+        if backward:
+            grad = torch.randn(len(x), dims[-1])
+            for layer in reversed(range(len(weights))):
+                grad.t() @ activations[layer]
+                if layer > 0:
+                    grad = grad @ weights[layer]
+
+    def seconds_per_sample(batch: int, backward: bool) -> float:
+        x = torch.randn(batch, dims[0])
+        for _ in range(5):
+            step(x, backward)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                step(x, backward)
+            times.append((time.perf_counter() - start) / (repeats * batch))
+        return min(times)
+
+    train, forward = seconds_per_sample(BATCH, True), seconds_per_sample(EVAL_BATCH, False)
+    return {"train_seconds_per_sample": train, "forward_seconds_per_sample": forward,
+            "train_samples_per_second": 1 / train, "lwf_cached_samples_per_second": 1 / (train + forward)}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The results as a Markdown table."""
+    print("| run | train s | eval s | wall s | train samples/s | avg acc % | forgetting % |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['run']} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['wall_seconds']:.1f} | "
+              f"{r['samples_per_second']:,.0f} | {100 * r['average_accuracy']:.2f} | {100 * r['forgetting']:.2f} |")
+
+
+def ratios(rows: dict[str, dict[str, Any]], floor: dict[str, float]) -> dict[str, float]:
+    """Speed-ups against (a), accuracy differences, and (c)'s share of the matmul floor."""
+    out: dict[str, float] = {}
+    a, c = rows.get("a"), rows.get("c")
+    for key, row in rows.items():
+        if a is not None and key != "a":
+            out[f"{key}_wall_speedup_vs_a"] = a["wall_seconds"] / row["wall_seconds"]
+            out[f"{key}_train_speedup_vs_a"] = a["train_seconds"] / row["train_seconds"]
+            out[f"{key}_eval_speedup_vs_a"] = a["eval_seconds"] / max(row["eval_seconds"], 1e-9)
+            out[f"{key}_accuracy_minus_a_points"] = 100 * (row["average_accuracy"] - a["average_accuracy"])
+    if c is not None:
+        out["c_train_fraction_of_floor"] = c["samples_per_second"] / floor["lwf_cached_samples_per_second"]
+        out["c_loop_fraction_of_floor"] = (c["samples"] / c["loop_seconds"]) / floor["train_samples_per_second"]
+    return out
+
+
+def main() -> None:
+    """Run the selected comparisons and print the table, ratios and the speed-up line."""
+    args = parse_args()
+    warnings.filterwarnings("ignore")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, load {load_before}", flush=True)
+    benchmark = load_benchmark(args)
+    floor = matmul_floor()
+    print(f"matmul floor: {floor['train_samples_per_second']:,.0f} samples/s fwd+bwd; "
+          f"{floor['lwf_cached_samples_per_second']:,.0f} samples/s with the teacher-cache forward", flush=True)
+    rows: dict[str, dict[str, Any]] = {}
+    if "a" in args.runs:
+        rows["a"] = run_avalanche("a) Avalanche LwF", benchmark, initial_model(args.seed), False, args.seed)
+    if "b" in args.runs:
+        rows["b"] = run_avalanche("b) Avalanche + LifelongKDPlugin", benchmark, initial_model(args.seed), True, args.seed)
+    copy_seconds = None
+    if "c" in args.runs:
+        rows["c"], copy_seconds = run_ours(benchmark, initial_model(args.seed), args.seed)
+        print(f"  c) data copied into tensors once in {copy_seconds:.1f} s (not in the wall time)", flush=True)
+    print_table(list(rows.values()))
+    found = ratios(rows, floor)
+    for key, value in found.items():
+        print(f"{key}: {value:.3f}")
+    record = {"protocol": vars(args), "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
+              "load_before": load_before, "load_after": os.getloadavg()}, "floor": floor, "copy_seconds": copy_seconds,
+              "rows": rows, "ratios": found}
+    out = Path(args.out or REPO / "benchmarks" / "output" / f"speed_vs_avalanche{'_quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"load average after: {os.getloadavg()}; results in {out}")
+    if "c_wall_speedup_vs_a" in found:
+        print(f"speedup_vs_avalanche_lwf: {found['c_wall_speedup_vs_a']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

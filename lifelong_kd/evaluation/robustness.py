@@ -1,0 +1,146 @@
+"""Robustness under distribution shift: accuracy on corrupted copies of every test set.
+
+The corrupted test sets do not depend on the model, so they are built once per stream
+(a seeded subsample of each experience's test set, every corruption x severity applied
+to whole batches in image space, before permutation and normalisation) and kept as
+``uint8`` images, like the published MNIST-C / CIFAR-10-C files. Each evaluation is
+then one batched inference pass per (experience, corruption, severity).
+
+Definitions (``docs/metrics.md``): mean corrupted accuracy = mean over corruption,
+severity and the experiences seen so far; relative robustness = mean corrupted accuracy
+/ clean accuracy on the same samples; corrupted forgetting = the forgetting formula
+applied to the corrupted accuracy matrix (row t = mean corrupted accuracy per experience
+after training experience t).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lifelong_kd.data import shifts
+from lifelong_kd.data.stream import Experience, Stream
+
+
+@dataclass(frozen=True)
+class CorruptedSet:
+    """One experience's test subsample under one corruption at one severity.
+
+    Attributes:
+        x: Corrupted images in [0, 255] (N, C, H, W) uint8, before permutation/normalisation.
+        y: Targets (N,).
+    """
+
+    x: Tensor
+    y: Tensor
+
+
+def test_subsample(experience: Experience, samples: int | None, seed: int) -> tuple[Tensor, Tensor]:
+    """A seeded subsample of the test split as images in [0, 1] and targets."""
+    test = experience.test
+    index = torch.arange(len(test))
+    if samples is not None and samples < len(test):
+        generator = torch.Generator().manual_seed(seed * 1009 + experience.index)
+        index = torch.randperm(len(test), generator=generator)[:samples].sort().values
+    return experience.transform.to_unit(test.x[index]), test.y[index]
+
+
+def build_corrupted_sets(
+    stream: Stream, names: Sequence[str], severities: Sequence[int], samples: int | None, seed: int = 0
+) -> tuple[list[CorruptedSet], dict[tuple[int, str, int], CorruptedSet]]:
+    """Clean subsamples and their corrupted copies for every experience of ``stream``.
+
+    Returns:
+        ``(clean, corrupted)``: clean[j] and corrupted[(j, name, severity)].
+    """
+    clean, corrupted = [], {}
+    for experience in stream:
+        images, targets = test_subsample(experience, samples, seed)
+        clean.append(CorruptedSet(_to_uint8(images), targets))
+        for name in names:
+            for severity in severities:
+                shifted = shifts.corrupt(images, name, severity, seed=seed * 7 + experience.index)
+                corrupted[(experience.index, name, severity)] = CorruptedSet(_to_uint8(shifted), targets)
+    return clean, corrupted
+
+
+def _to_uint8(images: Tensor) -> Tensor:
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+@torch.inference_mode()
+def set_accuracy(model: nn.Module, experience: Experience, data: CorruptedSet, batch_size: int) -> float:
+    """Accuracy of ``model`` on a (corrupted) image set of ``experience``."""
+    correct = 0
+    for start in range(0, len(data.y), batch_size):
+        x = experience.transform.finish(data.x[start : start + batch_size].float() / 255.0)
+        logits = model(x, experience.task_id)
+        correct += int((logits.argmax(1) == data.y[start : start + batch_size]).sum())
+    return correct / max(len(data.y), 1)
+
+
+def summarize_row(
+    clean: Sequence[float], grid: dict[str, dict[int, list[float]]], step: int
+) -> dict[str, object]:
+    """Headline robustness numbers of one evaluation, over the experiences seen (j <= step)."""
+    seen = slice(0, step + 1)
+    full = np.array([list(by_severity.values()) for by_severity in grid.values()])  # (corruption, severity, T)
+    cube = full[:, :, seen]
+    clean_mean = float(np.mean(clean[seen]))
+    corrupted_mean = float(cube.mean()) if cube.size else float("nan")
+    return {
+        "clean_accuracy": clean_mean,
+        "mean_corrupted_accuracy": corrupted_mean,
+        "relative_robustness": corrupted_mean / clean_mean if clean_mean > 0 else float("nan"),
+        "per_corruption": {name: float(cube[i].mean()) for i, name in enumerate(grid)},
+        "per_severity": {str(s): float(cube[:, k].mean()) for k, s in enumerate(next(iter(grid.values()), {}))},
+        "corrupted_row": full.mean(axis=(0, 1)).tolist() if full.size else [],
+    }
+
+
+class RobustnessProbe:
+    """Evaluates a model on the corrupted test sets of a stream (built lazily, once).
+
+    Args:
+        names: Corruption names (see ``lifelong_kd.data.shifts``).
+        severities: Severities in 1..5.
+        samples: Test samples per experience (None: all). 256 keeps the default suite's
+            cost below one experience of permuted-MNIST training.
+        seed: Seed of the subsample and of the random corruptions.
+        batch_size: Inference batch size.
+    """
+
+    def __init__(
+        self, names: Sequence[str], severities: Sequence[int] = (1, 2, 3, 4, 5), samples: int | None = 256, seed: int = 0, batch_size: int = 1024
+    ) -> None:
+        self.names = tuple(names)
+        self.severities = tuple(severities)
+        self.samples = samples
+        self.seed = seed
+        self.batch_size = batch_size
+        self._sets: tuple[list[CorruptedSet], dict[tuple[int, str, int], CorruptedSet]] | None = None
+        self._stream_name: str | None = None
+        for severity in self.severities:
+            if severity not in shifts.SEVERITIES:
+                raise ValueError(f"Severities must be in 1..5, got {severity}.")
+
+    def _ensure(self, stream: Stream) -> tuple[list[CorruptedSet], dict[tuple[int, str, int], CorruptedSet]]:
+        if self._sets is None or self._stream_name != stream.name:
+            self._sets = build_corrupted_sets(stream, self.names, self.severities, self.samples, self.seed)
+            self._stream_name = stream.name
+        return self._sets
+
+    def evaluate(self, model: nn.Module, stream: Stream, step: int) -> dict[str, object]:
+        """Clean and corrupted accuracy per experience, plus the summary over seen experiences."""
+        clean_sets, corrupted = self._ensure(stream)
+        clean = [set_accuracy(model, e, clean_sets[e.index], self.batch_size) for e in stream]
+        grid = {
+            name: {s: [set_accuracy(model, e, corrupted[(e.index, name, s)], self.batch_size) for e in stream] for s in self.severities}
+            for name in self.names
+        }
+        summary = summarize_row(clean, grid, step)
+        return {"clean": clean, "grid": {n: {str(s): v for s, v in by.items()} for n, by in grid.items()}, **summary}

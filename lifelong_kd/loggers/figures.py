@@ -1,0 +1,84 @@
+"""Heatmap figures of the accuracy matrix and the robustness grid, and a PNG logger."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lifelong_kd.evaluation.report import EvalReport
+from lifelong_kd.files import write_atomic
+
+
+def _pyplot():  # noqa: ANN202 (matplotlib module)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap(values: Sequence[Sequence[float | None]], rows: Sequence[str], columns: Sequence[str], title: str, xlabel: str, ylabel: str):  # noqa: ANN201
+    """A matplotlib figure of a matrix of fractions, annotated in percent."""
+    plt = _pyplot()
+    data = [[float("nan") if v is None else 100 * v for v in row] for row in values]
+    figure, axes = plt.subplots(figsize=(1.0 + 0.6 * max(len(columns), 3), 1.0 + 0.45 * max(len(rows), 3)))
+    image = axes.imshow(data, vmin=0, vmax=100, cmap="viridis")
+    axes.set_xticks(range(len(columns)), columns)
+    axes.set_yticks(range(len(rows)), rows)
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    for i, row in enumerate(data):
+        for j, value in enumerate(row):
+            if value == value:  # not NaN
+                axes.text(j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black", fontsize=8)
+    figure.colorbar(image, ax=axes, label="accuracy (%)")
+    figure.tight_layout()
+    return figure
+
+
+def accuracy_matrix_figure(matrix: Sequence[Sequence[float | None]]):  # noqa: ANN201
+    """Heatmap of R[i, j] (row: after training experience i; column: tested on experience j)."""
+    rows = [f"after E{i}" for i in range(len(matrix))]
+    columns = [f"E{j}" for j in range(len(matrix[0]) if matrix else 0)]
+    return heatmap(matrix, rows, columns, "Accuracy matrix", "tested on", "trained up to")
+
+
+def robustness_figure(robustness: Mapping[str, Any], step: int):  # noqa: ANN201
+    """Heatmap of mean accuracy over seen experiences per corruption (rows) x severity (columns)."""
+    grid = robustness["grid"]
+    severities = robustness["severities"]
+    values = [[_mean(grid[name][str(s)][: step + 1]) for s in severities] for name in grid]
+    return heatmap(values, list(grid), [str(s) for s in severities], "Accuracy under corruption", "severity", "corruption")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def figure_png(figure: Any) -> bytes:
+    """Render a figure to PNG bytes and close it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
+class FigureLogger:
+    """Writes ``accuracy_matrix.png`` (and ``robustness.png``) into the run folder after each report."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """Nothing to draw."""
+
+    def log_report(self, report: EvalReport) -> None:
+        """Redraw the figures atomically."""
+        write_atomic(self.folder / "accuracy_matrix.png", figure_png(accuracy_matrix_figure(report.accuracy_matrix)))
+        if report.robustness:
+            write_atomic(self.folder / "robustness.png", figure_png(robustness_figure(report.robustness, report.step)))
+
+    def close(self) -> None:
+        """Nothing is held open."""

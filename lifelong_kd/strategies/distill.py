@@ -1,0 +1,206 @@
+"""Shared pieces of the distillation strategies (LwF, MultiTeacher).
+
+* :class:`Knowledge`: which outputs a snapshot knew (old heads, seen classes) and
+  :meth:`Knowledge.select`, the part of a model's output that distillation compares;
+* teacher snapshots to and from plain state dicts (checkpoints load with ``weights_only``);
+* :func:`cached_outputs`: a frozen teacher's outputs on a whole training split, in order;
+* :func:`add_noise`: input noise for denoising distillation;
+* :func:`warm_up_head`: Li & Hoiem's warm-up of the new head before joint training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong_kd.data.stream import Batch, Experience, model_inputs
+from lifelong_kd.teacher import freeze_copy
+
+NOISE_KINDS = ("none", "gaussian", "dropout")
+# Samples per teacher forward when filling a cache (inference only, so large is cheap).
+CACHE_BATCH_SIZE = 1024
+# Minibatch of the head warm-up (the loop's default, van de Ven et al. 2019).
+WARMUP_BATCH_SIZE = 128
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """The outputs a model had learned when it was snapshotted.
+
+    Attributes:
+        scenario: ``"task"``, ``"domain"`` or ``"class"``.
+        heads: Task ids of the heads trained so far (task scenario), in training order.
+        n_classes: Number of global labels seen so far (class scenario; labels are
+            numbered by class-order position, so they are ``0..n_classes-1``).
+    """
+
+    scenario: str
+    heads: tuple[int, ...] = ()
+    n_classes: int = 0
+
+    def learn(self, experience: Experience) -> Knowledge:
+        """The knowledge after also training on ``experience``."""
+        heads = self.heads if experience.task_id in self.heads else (*self.heads, experience.task_id)
+        n_classes = max(self.n_classes, int(experience.train.y.max()) + 1) if len(experience.train) else self.n_classes
+        return replace(self, heads=heads, n_classes=n_classes)
+
+    def select(self, all_logits: Tensor) -> Tensor:
+        """What distillation compares, from every head's logits (B, H, K).
+
+        Returns:
+            Task: the known heads (B, len(heads), K). Class: the seen classes of the one
+            head (B, n_classes). Domain: the shared head (B, K).
+        """
+        if self.scenario == "task":
+            return all_logits[:, list(self.heads)]
+        if self.scenario == "class":
+            return all_logits[:, 0, : self.n_classes]
+        return all_logits[:, 0]
+
+    def to_state(self) -> dict[str, object]:
+        """Plain values for a checkpoint."""
+        return {"scenario": self.scenario, "heads": list(self.heads), "n_classes": self.n_classes}
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> Knowledge:
+        """Inverse of :meth:`to_state`."""
+        return cls(str(state["scenario"]), tuple(int(h) for h in state["heads"]), int(state["n_classes"]))
+
+
+def average_targets(outputs: Sequence[Tensor], scenario: str) -> Tensor:
+    """Element-wise mean of several teachers' selected logits, each over the teachers that know it.
+
+    Teachers know prefixes of the latest teacher's outputs (heads 0..j in the task
+    scenario, classes 0..n_j-1 in the class scenario), so each output is zero-padded to the
+    latest (largest) shape and divided by the number of teachers covering each position.
+
+    Args:
+        outputs: Per-teacher outputs of :meth:`Knowledge.select`, oldest first.
+        scenario: The stream's scenario.
+    """
+    if scenario == "domain":
+        return torch.stack(list(outputs)).mean(0)
+    dim = 1 if scenario == "task" else -1
+    full = outputs[-1].shape[dim]
+    total, count = torch.zeros_like(outputs[-1]), torch.zeros_like(outputs[-1])
+    for output in outputs:
+        pad = [0, 0] * (output.dim() - 1 - dim % output.dim()) + [0, full - output.shape[dim]]
+        total = total + F.pad(output, pad)
+        count = count + F.pad(torch.ones_like(output), pad)
+    return total / count
+
+
+def alpha_for(alpha: float | Sequence[float], index: int) -> float:
+    """The distillation weight of experience ``index`` (a number, or one value per experience)."""
+    if isinstance(alpha, (int, float)):
+        return float(alpha)
+    return float(alpha[index])
+
+
+def check_alpha(alpha: float | Sequence[float], n_experiences: int) -> None:
+    """Raise ``ValueError`` unless ``alpha`` is a non-negative number or one per experience."""
+    values = [alpha] if isinstance(alpha, (int, float)) else list(alpha)
+    if isinstance(alpha, bool) or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"alpha must be a non-negative number or a list of them (one per experience), got {alpha!r}.")
+    if not isinstance(alpha, (int, float)) and len(values) < n_experiences:
+        raise ValueError(
+            f"alpha has {len(values)} values but the stream has {n_experiences} experiences; "
+            "give one value per experience (the first is unused: there is no teacher yet) or a single number."
+        )
+
+
+def check_temperature(temperature: float) -> None:
+    """Raise ``ValueError`` unless the temperature is a finite positive number."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0 (2 in Li & Hoiem 2016), got {temperature!r}.")
+
+
+def teacher_state(teacher: nn.Module) -> dict[str, Tensor]:
+    """A teacher's parameters and buffers as a detached state dict."""
+    return {key: value.detach().clone() for key, value in teacher.state_dict().items()}
+
+
+def rebuild_teacher(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
+    """A frozen teacher with ``model``'s architecture and the stored ``state``."""
+    teacher = freeze_copy(model)
+    teacher.load_state_dict(state)
+    return teacher
+
+
+@torch.no_grad()
+def cached_outputs(
+    targets: Callable[[Tensor], list[Tensor]], experience: Experience, batch_size: int = CACHE_BATCH_SIZE
+) -> list[Tensor]:
+    """Run ``targets`` over ``experience``'s whole training split, in order.
+
+    Args:
+        targets: Maps model inputs (B, C, H, W) to a list of per-sample tensors (B, ...).
+        experience: The experience whose training split is read (clean, un-augmented views).
+        batch_size: Samples per forward pass.
+
+    Returns:
+        One tensor per output of ``targets``, indexed by position in ``experience.train``.
+    """
+    parts = [targets(x) for x, _ in model_inputs(experience, "train", batch_size)]
+    return [torch.cat(column) for column in zip(*parts, strict=True)]
+
+
+def add_noise(x: Tensor, kind: str, level: float) -> Tensor:
+    """Corrupt model inputs for denoising distillation.
+
+    ``"gaussian"`` adds ``level * N(0, 1)`` (in normalised input units); ``"dropout"`` sets each
+    input element to zero (the data mean after normalisation) with probability ``level``,
+    without rescaling (masking noise, Vincent et al. 2008); ``"none"`` returns ``x``.
+    """
+    if kind == "gaussian":
+        return x + level * torch.randn_like(x)
+    if kind == "dropout":
+        return x * (torch.rand_like(x) >= level)
+    return x
+
+
+def check_noise(kind: str, level: float) -> None:
+    """Raise ``ValueError`` for an unknown noise kind or an out-of-range level."""
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {kind!r}.")
+    if kind == "dropout" and not 0 <= level < 1:
+        raise ValueError(f"noise_level is a drop probability for noise='dropout': use [0, 1), got {level}.")
+    if not (math.isfinite(level) and level >= 0):
+        raise ValueError(f"noise_level must be a non-negative number, got {level}.")
+
+
+def noised(batch: Batch, kind: str, level: float) -> Batch:
+    """``batch`` with noised inputs (same labels and indices)."""
+    return replace(batch, x=add_noise(batch.x, kind, level))
+
+
+def warm_up_head(model: nn.Module, experience: Experience, iterations: int, lr: float) -> None:
+    """Train only ``model.head`` on ``experience`` with cross-entropy (Li & Hoiem 2016, Sec. 3).
+
+    The backbone is frozen (features under ``no_grad``, eval mode, so batch-norm statistics
+    do not move); plain SGD over ``model.head``'s parameters. Since every head lives in one
+    linear layer, in the task scenario only the current task's rows get a gradient, so the
+    old heads are untouched; with one shared head (domain, class) the whole head adapts.
+    Minibatches of :data:`WARMUP_BATCH_SIZE` are drawn with torch's global generator (the
+    pipeline seeds it per experience).
+    """
+    if not isinstance(getattr(model, "head", None), nn.Module):
+        raise ValueError("warmup_iterations needs a model with a `head` module (lifelong_kd.models.Classifier).")
+    was_training = model.training
+    model.eval()
+    optimizer = torch.optim.SGD(model.head.parameters(), lr=lr)
+    for _ in range(iterations):
+        index = torch.randint(len(experience.train), (WARMUP_BATCH_SIZE,))
+        with torch.no_grad():
+            features = model.features(experience.transform(experience.train.x[index]))
+        logits = model.select(model.heads(features), experience.task_id)
+        loss = F.cross_entropy(logits, experience.train.y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.train(was_training)

@@ -1,0 +1,184 @@
+"""Learning without Forgetting (Li & Hoiem 2016): the previous model is the teacher."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lifelong_kd import losses
+from lifelong_kd.data.stream import Batch, Experience, Stream
+from lifelong_kd.strategies import distill
+from lifelong_kd.strategies.base import ModelOutput, Strategy
+from lifelong_kd.strategies.distill import Knowledge
+from lifelong_kd.teacher import freeze_copy
+
+
+class LwF(Strategy):
+    r"""Learning without Forgetting: distil the end-of-previous-experience model on the new inputs.
+
+    From the second experience on, the snapshot taken at the end of experience ``k-1`` is a
+    frozen teacher, and the loop's cross-entropy on experience ``k`` is joined by
+
+    .. math::
+        \alpha_k\, \mathrm{KL}\big(\mathrm{softmax}(t/T) \,\|\, \mathrm{softmax}(s/T)\big)\,[\times T^2]
+        + \beta\, d(f_s, f_t) + \gamma\, H(\mathrm{softmax}(s_k))
+
+    where ``s``/``t`` are the student's/teacher's logits on what the teacher knew: every old
+    head (task scenario, mean over heads), the classes seen so far (class scenario), or the
+    shared head (domain scenario); ``f`` are penultimate features and ``s_k`` the student's
+    logits on the current task. The KL has the same gradients as the soft cross-entropy of
+    Li & Hoiem (Eq. 2), and is exactly zero when student and teacher agree. On the first
+    experience there is no teacher and the strategy adds exactly zero.
+
+    The teacher is frozen, so when batches are not augmented its outputs on the
+    experience's training split are computed once (inference, large batches) and looked up
+    by ``Batch.index``; augmented batches get an online teacher forward on the same view.
+    With denoising (``noise`` not ``"none"``) the teacher sees the clean input and the
+    student (cross-entropy included) a noised copy, from the second experience on.
+
+    Args:
+        temperature: Softmax temperature T (2, Li & Hoiem 2016; van de Ven et al. 2019).
+        alpha: Weight of the distillation term: one number (1, Li & Hoiem's lambda_o), or one
+            value per experience (the first is unused). van de Ven et al. 2019 weight
+            CE by 1/k and distillation by 1 - 1/k on task k (1-based), which with Adam is
+            ``alpha = [0, 1, 2, 3, ...]`` (ratio (k-1)).
+        scale_t2: Multiply the KL by T^2 (Hinton et al. 2015). False as in Li & Hoiem 2016
+            and Avalanche; van de Ven et al. 2019 scale by T^2.
+        warmup_iterations: Steps training only the head on the new experience (cross-entropy,
+            backbone frozen) before joint training, from the second experience on; Li & Hoiem
+            warm up to convergence, 0 (off) as in van de Ven et al. 2019 and Avalanche.
+        warmup_lr: SGD learning rate of the warm-up (0.01, our choice for MNIST-size MLPs).
+        feature_weight: Weight of the feature distance to the teacher (0: off; feature
+            "hints", Romero et al. 2015).
+        feature_distance: ``"mse"``, ``"l2"`` or ``"cosine"`` (see ``losses.feature_distance``).
+        entropy_weight: Weight of the entropy of the student's current-task predictions:
+            positive sharpens them (Grandvalet & Bengio 2005), negative is a confidence
+            penalty (Pereyra et al. 2017); 0 (off).
+        noise: Student-side input noise for denoising distillation: ``"none"``,
+            ``"gaussian"`` or ``"dropout"`` (masking noise, Vincent et al. 2008).
+        noise_level: Gaussian standard deviation (normalised input units) or drop probability.
+    """
+
+    name = "lwf"
+
+    def __init__(
+        self,
+        temperature: float = 2.0,  # Li & Hoiem 2016
+        alpha: float | Sequence[float] = 1.0,  # Li & Hoiem 2016 (lambda_o = 1)
+        scale_t2: bool = False,  # Li & Hoiem 2016 and Avalanche: no T^2
+        warmup_iterations: int = 0,  # off, as van de Ven et al. 2019 and Avalanche
+        warmup_lr: float = 0.01,
+        feature_weight: float = 0.0,
+        feature_distance: str = "mse",  # FitNets hint loss (Romero et al. 2015)
+        entropy_weight: float = 0.0,
+        noise: str = "none",
+        noise_level: float = 0.1,
+    ) -> None:
+        self.temperature = temperature
+        self.alpha = alpha
+        self.scale_t2 = scale_t2
+        self.warmup_iterations = warmup_iterations
+        self.warmup_lr = warmup_lr
+        self.feature_weight = feature_weight
+        self.feature_distance = feature_distance
+        self.entropy_weight = entropy_weight
+        self.noise = noise
+        self.noise_level = noise_level
+        self.scenario_: str | None = None
+        self.teacher_: nn.Module | None = None
+        self.knowledge_: Knowledge | None = None
+        self.cache_: list[Tensor] | None = None
+        self._experience: Experience | None = None
+        self._teacher_state: dict[str, Tensor] | None = None
+
+    def check_stream(self, stream: Stream) -> None:
+        """Validate the options against ``stream`` and record its scenario."""
+        super().check_stream(stream)
+        distill.check_temperature(self.temperature)
+        distill.check_alpha(self.alpha, len(stream))
+        distill.check_noise(self.noise, self.noise_level)
+        if self.feature_distance not in losses.FEATURE_DISTANCE_KINDS:
+            raise ValueError(f"feature_distance must be one of {', '.join(losses.FEATURE_DISTANCE_KINDS)}, got {self.feature_distance!r}.")
+        if not (isinstance(self.warmup_iterations, int) and self.warmup_iterations >= 0):
+            raise ValueError(f"warmup_iterations must be a non-negative integer, got {self.warmup_iterations!r}.")
+        for key in ("warmup_lr", "feature_weight"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                raise ValueError(f"{key} must be a non-negative number, got {getattr(self, key)!r}.")
+        if not math.isfinite(self.entropy_weight):
+            raise ValueError(f"entropy_weight must be a finite number, got {self.entropy_weight!r}.")
+        self.scenario_ = stream.scenario
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Rebuild a restored teacher, drop the old cache, warm up the new head."""
+        self._experience, self.cache_ = experience, None
+        if self.teacher_ is None and self._teacher_state is not None:
+            self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
+        if self.teacher_ is not None and self.warmup_iterations > 0:
+            distill.warm_up_head(model, experience, self.warmup_iterations, self.warmup_lr)
+
+    def transform_batch(self, batch: Batch) -> Batch:
+        """The noised student view when denoising (and a teacher exists), else ``batch``."""
+        if self.noise == "none" or self.teacher_ is None:
+            return batch
+        return distill.noised(batch, self.noise, self.noise_level)
+
+    def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
+        """Distillation (+ feature and entropy terms) from the second experience on; else zero."""
+        if self.teacher_ is None or self.knowledge_ is None:
+            return output.logits.new_zeros(())
+        targets = self.teacher_outputs(batch)
+        alpha = distill.alpha_for(self.alpha, self._current().index)
+        student = self.knowledge_.select(output.all_logits)
+        loss = alpha * losses.kd_kl(student, targets[0], self.temperature, self.scale_t2)
+        if self.feature_weight > 0:
+            loss = loss + self.feature_weight * losses.feature_distance(output.features, targets[1], self.feature_distance)
+        if self.entropy_weight != 0:
+            loss = loss + self.entropy_weight * losses.entropy(output.logits)
+        return loss
+
+    def teacher_outputs(self, batch: Batch) -> list[Tensor]:
+        """The teacher's selected logits (and features) for ``batch``: cached, or online if augmented."""
+        if batch.augmented:
+            return self._targets(batch.x)
+        if self.cache_ is None:
+            self.cache_ = distill.cached_outputs(self._targets, self._current())
+        return [values[batch.index] for values in self.cache_]
+
+    @torch.no_grad()
+    def _targets(self, x: Tensor) -> list[Tensor]:
+        """What the loss needs from the teacher: selected logits, plus features if weighted."""
+        features = self.teacher_.features(x)
+        logits = self.knowledge_.select(self.teacher_.heads(features))
+        return [logits, features] if self.feature_weight > 0 else [logits]
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Snapshot the trained model as the next experience's teacher."""
+        self.knowledge_ = (self.knowledge_ or Knowledge(self._scenario())).learn(experience)
+        self.teacher_, self._teacher_state, self.cache_ = freeze_copy(model), None, None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Teacher weights (a state dict), what it knew, and the scenario."""
+        teacher = distill.teacher_state(self.teacher_) if self.teacher_ is not None else self._teacher_state
+        knowledge = self.knowledge_.to_state() if self.knowledge_ is not None else None
+        return {"teacher": teacher, "knowledge": knowledge, "scenario": self.scenario_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the teacher is rebuilt at the next ``before_experience``."""
+        self.teacher_, self.cache_ = None, None
+        self._teacher_state = state["teacher"]
+        self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
+        self.scenario_ = state["scenario"] or self.scenario_
+
+    def _scenario(self) -> str:
+        if self.scenario_ is None:
+            raise RuntimeError("Call strategy.check_stream(stream) before training (pipeline.run does).")
+        return self.scenario_
+
+    def _current(self) -> Experience:
+        if self._experience is None:
+            raise RuntimeError("Call before_experience(model, experience) before computing the loss.")
+        return self._experience
