@@ -10,7 +10,7 @@ from lifelong_kd.evaluation import EvalReport, Evaluator
 from lifelong_kd.loggers import JsonlLogger
 from lifelong_kd.models import Classifier, build_model
 from lifelong_kd.pipeline import run
-from lifelong_kd.strategies import EWC, Finetune, Joint, LwF, ModelOutput, MultiTeacher, Strategy
+from lifelong_kd.strategies import Compress, EWC, Finetune, Joint, LwF, ModelOutput, MultiTeacher, Strategy
 from lifelong_kd.teacher import freeze_copy
 from lifelong_kd.train import TrainConfig
 
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Batch",
     "Classifier",
+    "Compress",
     "EWC",
     "EvalReport",
     "Evaluator",

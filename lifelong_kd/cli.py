@@ -19,6 +19,7 @@ from typing import Any
 
 from lifelong_kd.config import RunConfig, field_names, read_toml
 from lifelong_kd.strategies.base import Strategy
+from lifelong_kd.strategies.compress import Compress
 from lifelong_kd.strategies.ewc import EWC
 from lifelong_kd.strategies.finetune import Finetune
 from lifelong_kd.strategies.joint import Joint
@@ -32,6 +33,7 @@ STRATEGIES: MappingProxyType[str, type[Strategy]] = MappingProxyType(
         "lwf": LwF,
         "multi-teacher": MultiTeacher,
         "ewc": EWC,
+        "compress": Compress,
     }
 )
 
@@ -119,9 +121,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--robustness-samples", type=int, help="test samples per experience under each corruption (default 256)")
     add("--reference-model", help="run folder of a reference (teacher) model for compression ratios")
     add("--tensorboard", action=argparse.BooleanOptionalAction, help="write TensorBoard event files (default on)")
+    add("--student", help="lifelong compression: small model spec (e.g. mlp:100,100) distilled from --model with `compress`")
+    add("--teacher", help="lifelong compression: run folder (or checkpoint.pt) of a finished teacher, instead of training --model")
+    add("--prune", type=lambda s: tuple(float(c) for c in s.split(",") if c.strip()), help="pruned-teacher sparsities (default 0.5,0.8,0.9; '' for none)")
+    add("--student-alone", action=argparse.BooleanOptionalAction, help="also train the student without the large teacher (baseline)")
     strategy_group = parser.add_argument_group("strategy options (each applies to the strategies that take it)")
     for name in strategy_parameters():
-        strategy_group.add_argument("--" + name.replace("_", "-"), dest="opt_" + name, type=parse_value)
+        strategy_group.add_argument("--" + name.replace("_", "-"), dest="opt_" + name, type=parse_value, metavar=name.upper())
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -144,7 +150,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         known_options = strategy_parameters()
         for key, value in read_toml(args.config_file).items():
             if key in field_names():
-                values[key] = tuple(value) if key in ("class_order", "severities") else value
+                values[key] = tuple(value) if key in ("class_order", "severities", "prune") else value
             elif key in known_options:
                 options[key] = value
             else:
@@ -186,6 +192,8 @@ def execute(config: RunConfig) -> dict[str, Any]:
 
     if config.resume and config.out is None:
         raise UsageError("--resume needs --out RUN_DIR: the folder of the run to continue.")
+    if config.student or config.teacher:
+        return execute_compression(config)
     train_config = config.train_config()
     strategy = build_strategy(config.strategy, config.strategy_options)
     stream = build_stream(config.benchmark, config.stream_options())
@@ -213,6 +221,65 @@ def execute(config: RunConfig) -> dict[str, Any]:
     return results
 
 
+def split_compression_options(config: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Strategy options for the teacher's strategy and for ``Compress`` (an option may go to both)."""
+    if config.strategy not in STRATEGIES:
+        raise UsageError(f"Unknown strategy {config.strategy!r}; choose one of: {', '.join(STRATEGIES)}.")
+    accepted = {name: set(inspect.signature(STRATEGIES[name].__init__).parameters) - {"self"} for name in (config.strategy, "compress")}
+    unknown = sorted(set(config.strategy_options) - accepted[config.strategy] - accepted["compress"])
+    if unknown:
+        raise UsageError(f"Option(s) {', '.join(unknown)} apply to neither {config.strategy!r} (the teacher's strategy) nor 'compress' (the student's).")
+    teacher = {k: v for k, v in config.strategy_options.items() if k in accepted[config.strategy]}
+    student = {k: v for k, v in config.strategy_options.items() if k in accepted["compress"]}
+    return teacher, student
+
+
+def execute_compression(config: RunConfig) -> dict[str, Any]:
+    """Lifelong compression (``--student``): teacher (trained with ``--strategy`` or loaded with ``--teacher``) and student."""
+    from lifelong_kd import compression_run, pipeline
+    from lifelong_kd.data.benchmarks import build_stream
+    from lifelong_kd.loggers.jsonl import JsonlLogger
+    from lifelong_kd.models import build_model
+
+    if not config.student:
+        raise UsageError("--teacher RUN_DIR needs --student SPEC: the small model to distil into.")
+    if config.engine != "lifelong-kd" or config.reference_model:
+        raise UsageError("--student runs on our engine and uses the teacher as the reference: drop --engine avalanche / --reference-model.")
+    teacher_options, student_options = split_compression_options(config)
+    stream = build_stream(config.benchmark, config.stream_options())
+    out = Path(config.out or default_out(config))
+    config = replace(config, out=str(out))
+    pipeline.seed_everything(config.seed)
+    if config.teacher:
+        teacher, teacher_strategy = load_reference(config.teacher, stream)[0], None
+    else:
+        teacher = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs)
+        teacher_strategy = build_strategy(config.strategy, teacher_options)
+    student = build_model(config.student, stream.input_shape, stream.n_heads, stream.n_outputs)
+
+    def make_evaluator_for(reference: Any = None, reference_accuracy: float | None = None) -> Any:
+        evaluator = make_evaluator(config, stream)
+        evaluator.reference, evaluator.reference_accuracy = reference, reference_accuracy
+        return evaluator
+
+    def make_loggers(name: str) -> list[Any]:
+        loggers: list[Any] = [JsonlLogger(out / "models" / name)]
+        if config.tensorboard:
+            from lifelong_kd.loggers.tensorboard import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(out / "models" / name))
+        return loggers
+
+    if not config.quiet:
+        sizes = " vs ".join(f"{sum(p.numel() for p in m.parameters()):,}" for m in (teacher, student))
+        print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences): teacher {config.teacher or config.model} "
+              f"({config.strategy if teacher_strategy else 'loaded'}) -> student {config.student}, {sizes} parameters; run folder {out}", flush=True)
+    return compression_run.run_compression(
+        stream, teacher, student, build_strategy("compress", student_options), teacher_strategy, config.train_config(),
+        make_evaluator_for, config.prune, True, config.student_alone, out, config.resume, config.record(), make_loggers,
+    )
+
+
 def load_reference(path: str, stream: Any) -> tuple[Any, float | None]:
     """The model of a finished run (folder or its checkpoint.pt) and its final average accuracy."""
     import torch
@@ -226,7 +293,8 @@ def load_reference(path: str, stream: Any) -> tuple[Any, float | None]:
     results = json.loads((folder / RESULTS).read_text())
     model = build_model(results["config"]["model"], stream.input_shape, stream.n_heads, stream.n_outputs)
     try:
-        model.load_state_dict(torch.load(folder / CHECKPOINT, weights_only=True)["model"])
+        checkpoint = torch.load(folder / CHECKPOINT, weights_only=True)
+        model.load_state_dict(checkpoint["model"] if "model" in checkpoint else checkpoint["models"]["teacher"])
     except RuntimeError as error:
         raise UsageError(f"--reference-model {path}: it was trained on a different stream or head layout ({error}).") from error
     return model, results["metrics"].get("average_accuracy")
@@ -274,6 +342,10 @@ def command_run(args: argparse.Namespace) -> int:
     print("accuracy matrix (%):")
     print(format_matrix(results["accuracy_matrix"]))
     print(format_metrics(results["metrics"]))
+    if "summary" in results:
+        from lifelong_kd.compression_run import format_summary
+
+        print(format_summary(results["summary"]))
     timing = results["timing"]
     print(f"train {timing['train_seconds']:.1f} s, eval {timing['eval_seconds']:.1f} s; results in {results['config']['out']}")
     return 0

@@ -53,6 +53,10 @@ class RunConfig:
     robustness_samples: int | None = 256  # test samples per experience under each corruption
     reference_model: str | None = None  # run folder of a reference (teacher) for compression ratios
     tensorboard: bool = True
+    student: str | None = None  # lifelong compression: small model spec (e.g. mlp:100,100) distilled from --model
+    teacher: str | None = None  # lifelong compression: run folder of a finished teacher instead of training --model
+    prune: tuple[float, ...] = (0.5, 0.8, 0.9)  # sparsities of the pruned-teacher baselines (Han et al. 2015: ~90%)
+    student_alone: bool = False  # also train the student without the large teacher (LwF only), as a baseline
     strategy_options: Mapping[str, Any] = field(default_factory=dict)
 
     def train_config(self) -> TrainConfig:
@@ -92,6 +96,7 @@ class RunConfig:
         record["strategy_options"] = dict(self.strategy_options)
         record["class_order"] = list(self.class_order) if self.class_order is not None else None
         record["severities"] = list(self.severities)
+        record["prune"] = list(self.prune)
         return record
 
 

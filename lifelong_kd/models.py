@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 MODEL_DESCRIPTIONS = {
     "mlp": "multi-layer perceptron; mlp:W1,W2,... sets hidden widths (default 400,400, van de Ven et al. 2019)",
-    "convnet": "small 4-layer ConvNet; convnet:W sets the base width (default 32)",
+    "convnet": "small 4-layer ConvNet with batch-norm; convnet:W sets the base width (default 32)",
     "resnet18": "reduced ResNet-18 (Lopez-Paz & Ranzato 2017); resnet18:F sets base filters (default 20)",
     "auto": "mlp:400,400 for grayscale inputs, resnet18:20 for colour images",
 }
@@ -82,10 +82,16 @@ def mlp_backbone(input_shape: Sequence[int], hidden: Sequence[int]) -> tuple[nn.
 
 
 def convnet_backbone(input_shape: Sequence[int], width: int = 32) -> tuple[nn.Module, int]:
-    """Two blocks of (conv3x3, ReLU, conv3x3, ReLU, max-pool), global pooling to 2x2, a dense layer."""
+    """Two blocks of (conv3x3-BN-ReLU, conv3x3-BN-ReLU, max-pool), pooling to 2x2, a dense layer.
+
+    Batch-norm makes a few epochs enough on a CPU budget; teachers run it in eval mode.
+    """
+
+    def conv(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        return conv(c_in, c_out) + conv(c_out, c_out) + [nn.MaxPool2d(2)]
 
     layers = block(input_shape[0], width) + block(width, 2 * width)
     layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8 * width, 8 * width), nn.ReLU()]

@@ -16,6 +16,7 @@ from torch import nn
 
 from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation import compression, metrics
+from lifelong_kd.evaluation.compression import CompressionStats
 from lifelong_kd.evaluation.report import EvalReport
 from lifelong_kd.evaluation.robustness import RobustnessProbe
 
@@ -57,6 +58,11 @@ class Evaluator:
         reference_accuracy: The reference's final average accuracy, for "accuracy kept".
         compression: Measure parameters, bytes, FLOPs and latency.
         seed: Seed of the robustness subsample and corruptions.
+        model_stats: Precomputed compression stats of the evaluated model, for models
+            ``compression.measure`` cannot count (int8-quantised copies, see
+            ``evaluation.posthoc.quantized_stats``); None measures the model.
+        reference_stats: Precomputed compression stats of ``reference`` (several evaluators
+            sharing one reference measure it once); None measures ``reference``.
     """
 
     def __init__(
@@ -70,6 +76,8 @@ class Evaluator:
         reference_accuracy: float | None = None,
         compression: bool = True,
         seed: int = 0,
+        model_stats: CompressionStats | None = None,
+        reference_stats: CompressionStats | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.forgetting_definition = forgetting_definition
@@ -80,6 +88,8 @@ class Evaluator:
         self.reference_accuracy = reference_accuracy
         self.compression = compression
         self.seed = seed
+        self.model_stats = model_stats
+        self.reference_stats = reference_stats
         self.rows_: list[list[float]] = []
         self.corrupted_rows_: list[list[float]] = []
         self.initial_: list[float] | None = None
@@ -127,8 +137,8 @@ class Evaluator:
             return None
         if self.compression_stats_ is None:
             kwargs = {"task_id": 0}
-            evaluated = compression.measure(model, stream.input_shape, forward_kwargs=kwargs)
-            reference = compression.measure(self.reference, stream.input_shape, forward_kwargs=kwargs) if self.reference is not None else evaluated
+            evaluated = self.model_stats or compression.measure(model, stream.input_shape, forward_kwargs=kwargs)
+            reference = self.reference_stats or (compression.measure(self.reference, stream.input_shape, forward_kwargs=kwargs) if self.reference is not None else evaluated)
             self.compression_stats_ = {"model": evaluated, "reference": reference}
         evaluated, reference = self.compression_stats_["model"], self.compression_stats_["reference"]
         reference_accuracy = self.reference_accuracy if self.reference is not None else average_accuracy

@@ -313,16 +313,20 @@ def dataset_tensors(dataset: Any, batch_size: int = COPY_BATCH_SIZE) -> tuple[Te
     return torch.cat(xs), torch.cat(ys).long()
 
 
-def _as_stored(x: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[Tensor, Any]:
-    """Undo a per-channel normalisation (and store uint8 when that is exact); the transform redoes it."""
-    if mean is None or std is None:
-        return x, IdentityTransform()
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    unit = x * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
-    scaled = unit * 255.0
-    if bool(((scaled - scaled.round()).abs() < 1e-3).all()) and x.dim() == 4:
-        return scaled.round().clamp(0, 255).to(torch.uint8), BatchTransform(tuple(mean), tuple(std), scale=True)
-    return unit, BatchTransform(tuple(mean), tuple(std), scale=False)
+def _stored(parts: Sequence[tuple[Tensor, Tensor]], mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[list[Split], Any]:
+    """Splits holding unit-range images (``uint8`` when exact) and the transform that normalises them.
+
+    Undoes the benchmark's per-channel normalisation when ``mean``/``std`` are given for
+    image batches (N, C, H, W); otherwise keeps Avalanche's inputs as they are.
+    """
+    if mean is None or std is None or any(x.dim() != 4 for x, _ in parts):
+        return [Split(x, y) for x, y in parts], IdentityTransform()
+    shape = (1, -1, 1, 1)
+    units = [x * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape) for x, _ in parts]
+    if all(bool(((u * 255.0 - (u * 255.0).round()).abs() < 1e-3).all()) for u in units):
+        stored = [(u * 255.0).round().clamp(0, 255).to(torch.uint8) for u in units]
+        return [Split(x, y) for x, (_, y) in zip(stored, parts, strict=True)], BatchTransform(tuple(mean), tuple(std), scale=True)
+    return [Split(u, y) for u, (_, y) in zip(units, parts, strict=True)], BatchTransform(tuple(mean), tuple(std), scale=False)
 
 
 def placeholder_split(dataset: Any) -> Split:
@@ -353,18 +357,11 @@ def experience_from_avalanche(
         std: Per-channel standard deviation of that normalisation.
     """
     index = int(train.current_experience) if index is None else index
-    transform: Any = IdentityTransform()
-    if materialize:
-        x, y = dataset_tensors(train.dataset)
-        x, transform = _as_stored(x, mean, std)
-        train_split = Split(x, y)
-    else:
-        train_split = placeholder_split(train.dataset)
-    test_split = Split(train_split.x[:0], train_split.y[:0])
-    if test is not None:
-        x, y = dataset_tensors(test.dataset)
-        x, transform = _as_stored(x, mean, std)
-        test_split = Split(x, y)
+    parts = [dataset_tensors(train.dataset)] if materialize else []
+    parts += [dataset_tensors(test.dataset)] if test is not None else []
+    splits, transform = _stored(parts, mean, std)
+    train_split = splits.pop(0) if materialize else placeholder_split(train.dataset)
+    test_split = splits.pop(0) if test is not None else Split(train_split.x[:0], train_split.y[:0])
     return Experience(index, _task_label(train), train_split, test_split, _classes(train), transform)
 
 

@@ -1,10 +1,11 @@
 """Continual-learning strategies: one file per method, all on the Strategy contract."""
 
 from lifelong_kd.strategies.base import ModelOutput, Strategy
+from lifelong_kd.strategies.compress import Compress
 from lifelong_kd.strategies.ewc import EWC
 from lifelong_kd.strategies.finetune import Finetune
 from lifelong_kd.strategies.joint import Joint
 from lifelong_kd.strategies.lwf import LwF
 from lifelong_kd.strategies.multi_teacher import MultiTeacher
 
-__all__ = ["EWC", "Finetune", "Joint", "LwF", "ModelOutput", "MultiTeacher", "Strategy"]
+__all__ = ["Compress", "EWC", "Finetune", "Joint", "LwF", "ModelOutput", "MultiTeacher", "Strategy"]

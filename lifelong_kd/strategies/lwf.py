@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong_kd import losses
@@ -15,6 +16,10 @@ from lifelong_kd.strategies import distill
 from lifelong_kd.strategies.base import ModelOutput, Strategy
 from lifelong_kd.strategies.distill import Knowledge
 from lifelong_kd.teacher import freeze_copy
+
+# Teacher logit of the current experience's classes with ``zero_new_classes``: softmax gives
+# exactly 0 in float32 at any temperature used in practice, and the KL term stays finite.
+ZERO_PROBABILITY_LOGIT = -1e9
 
 
 class LwF(Strategy):
@@ -61,6 +66,9 @@ class LwF(Strategy):
         noise: Student-side input noise for denoising distillation: ``"none"``,
             ``"gaussian"`` or ``"dropout"`` (masking noise, Vincent et al. 2008).
         noise_level: Gaussian standard deviation (normalised input units) or drop probability.
+        zero_new_classes: Class scenario only: the student's distilled softmax also covers the
+            current experience's classes, with teacher probability 0 for them, as in van de Ven
+            et al. 2019's code (their class-IL LwF). False distils the seen classes only.
     """
 
     name = "lwf"
@@ -77,6 +85,7 @@ class LwF(Strategy):
         entropy_weight: float = 0.0,
         noise: str = "none",
         noise_level: float = 0.1,
+        zero_new_classes: bool = False,  # seen classes only; True: van de Ven et al. 2019's code
     ) -> None:
         self.temperature = temperature
         self.alpha = alpha
@@ -88,11 +97,13 @@ class LwF(Strategy):
         self.entropy_weight = entropy_weight
         self.noise = noise
         self.noise_level = noise_level
+        self.zero_new_classes = zero_new_classes
         self.scenario_: str | None = None
         self.teacher_: nn.Module | None = None
         self.knowledge_: Knowledge | None = None
         self.cache_: list[Tensor] | None = None
         self._experience: Experience | None = None
+        self._active_classes = 0
         self._teacher_state: dict[str, Tensor] | None = None
 
     def check_stream(self, stream: Stream) -> None:
@@ -115,6 +126,7 @@ class LwF(Strategy):
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Rebuild a restored teacher, drop the old cache, warm up the new head."""
         self._experience, self.cache_ = experience, None
+        self._active_classes = (self.knowledge_ or Knowledge(self._scenario())).learn(experience).n_classes
         if self.teacher_ is None and self._teacher_state is not None:
             self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
         if self.teacher_ is not None and self.warmup_iterations > 0:
@@ -132,13 +144,20 @@ class LwF(Strategy):
             return output.logits.new_zeros(())
         targets = self.teacher_outputs(batch)
         alpha = distill.alpha_for(self.alpha, self._current().index)
-        student = self.knowledge_.select(output.all_logits)
-        loss = alpha * losses.kd_kl(student, targets[0], self.temperature, self.scale_t2)
+        student, teacher = self._distilled(output.all_logits, targets[0])
+        loss = alpha * losses.kd_kl(student, teacher, self.temperature, self.scale_t2)
         if self.feature_weight > 0:
             loss = loss + self.feature_weight * losses.feature_distance(output.features, targets[1], self.feature_distance)
         if self.entropy_weight != 0:
             loss = loss + self.entropy_weight * losses.entropy(output.logits)
         return loss
+
+    def _distilled(self, all_logits: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+        """Student and teacher logits the KL compares (see ``zero_new_classes``)."""
+        if not (self.zero_new_classes and self.knowledge_.scenario == "class"):
+            return self.knowledge_.select(all_logits), teacher
+        new = self._active_classes - teacher.shape[1]
+        return all_logits[:, 0, : self._active_classes], F.pad(teacher, (0, new), value=ZERO_PROBABILITY_LOGIT)
 
     def teacher_outputs(self, batch: Batch) -> list[Tensor]:
         """The teacher's selected logits (and features) for ``batch``: cached, or online if augmented."""

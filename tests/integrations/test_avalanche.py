@@ -34,6 +34,11 @@ from lifelong_kd.strategies import EWC, Finetune, LwF, MultiTeacher, Strategy
 from lifelong_kd.teacher import is_frozen
 from tests.conftest import requires_mnist
 
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Call to deprecated function update:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:No loggers specified:UserWarning"),
+]
+
 
 class MultiHeadMLP(MultiTaskModule):
     """One hidden layer and a MultiHeadClassifier; no dropout or batch-norm."""
@@ -252,3 +257,19 @@ def test_lwf_plugin_on_split_mnist_multi_head_forgets_less_than_naive(data_root:
     alone, with_lwf = run([]), run([LifelongKDPlugin(LwF())])
     assert with_lwf["average_accuracy"] > 0.95
     assert with_lwf["forgetting"] < alone["forgetting"]
+
+
+def test_robustness_and_compression_are_emitted_as_avalanche_metric_values() -> None:
+    from lifelong_kd.evaluation.evaluator import Evaluator
+
+    benchmark = benchmark_from_stream(digits("domain", 5))
+    stream = stream_from_benchmark(benchmark, splits=("test",), mean=(0.3053,), std=(0.3759,))
+    evaluator = Evaluator(shifts=("gaussian_noise",), severities=(3,), robustness_samples=64)
+    metric = LifelongKDMetric(stream, evaluator)
+    template = naive(single_head(), [], metric=metric)
+    for experience in benchmark.train_stream[:2]:
+        template.train(experience)
+    names = set(template.evaluator.get_last_metrics())
+    assert any(name.startswith("LifelongKD/robustness/") for name in names)
+    assert "LifelongKD/compression/model/parameters" in names
+    assert "LifelongKD/metrics/forgetting" in names

@@ -198,3 +198,21 @@ def test_unsupported_scenario_is_a_clear_error():
 
     with pytest.raises(ValueError, match="does not support the 'class' scenario; it supports: task"):
         TaskOnly().check_stream(digits("class"))
+
+
+def test_zero_new_classes_puts_zero_teacher_mass_on_the_current_classes():
+    stream = digits("class")
+    model = small_model(stream)
+    strategy = LwF(zero_new_classes=True, temperature=2.0)
+    train_through(model, strategy, stream, last=1)
+    strategy.before_experience(model, stream[2])
+    batch = first_batch(stream, 2)
+    with torch.no_grad():
+        teacher = strategy.teacher_.all_logits(batch.x)[:, 0, :4]
+    p = torch.softmax(teacher / 2.0, dim=-1)
+    log_q = torch.log_softmax(model.all_logits(batch.x)[:, 0, :6] / 2.0, dim=-1)  # classes 0..5 active
+    expected = (p * (p.log() - log_q[:, :4])).sum(-1).mean()
+    loss = _loss(strategy, model, batch)
+    assert torch.isfinite(loss)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert _loss(strategy, model, replace(batch, augmented=True)).item() == pytest.approx(loss.item(), abs=1e-6)
