@@ -114,6 +114,14 @@ def check_alpha(alpha: float | Sequence[float], n_experiences: int) -> None:
         )
 
 
+def check_number(name: str, value: object, minimum: float | None = 0.0) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number (and at least ``minimum``)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not is_number or (minimum is not None and value < minimum):
+        bound = "a finite number" if minimum is None else f"a finite number >= {minimum:g}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+
+
 def check_temperature(temperature: float) -> None:
     """Raise ``ValueError`` unless the temperature is a finite positive number."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
@@ -168,10 +176,9 @@ def check_noise(kind: str, level: float) -> None:
     """Raise ``ValueError`` for an unknown noise kind or an out-of-range level."""
     if kind not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {kind!r}.")
+    check_number("noise_level", level)
     if kind == "dropout" and not 0 <= level < 1:
         raise ValueError(f"noise_level is a drop probability for noise='dropout': use [0, 1), got {level}.")
-    if not (math.isfinite(level) and level >= 0):
-        raise ValueError(f"noise_level must be a non-negative number, got {level}.")
 
 
 def noised(batch: Batch, kind: str, level: float) -> Batch:

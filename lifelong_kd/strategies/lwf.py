@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,11 +115,10 @@ class LwF(Strategy):
             raise ValueError(f"feature_distance must be one of {', '.join(losses.FEATURE_DISTANCE_KINDS)}, got {self.feature_distance!r}.")
         if not (isinstance(self.warmup_iterations, int) and self.warmup_iterations >= 0):
             raise ValueError(f"warmup_iterations must be a non-negative integer, got {self.warmup_iterations!r}.")
-        for key in ("warmup_lr", "feature_weight"):
-            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
-                raise ValueError(f"{key} must be a non-negative number, got {getattr(self, key)!r}.")
-        if not math.isfinite(self.entropy_weight):
-            raise ValueError(f"entropy_weight must be a finite number, got {self.entropy_weight!r}.")
+        distill.check_number("warmup_lr", self.warmup_lr)
+        distill.check_number("feature_weight", self.feature_weight)
+        distill.check_number("entropy_weight", self.entropy_weight, minimum=None)
+        distill.check_number("noise_level", self.noise_level)
         self.scenario_ = stream.scenario
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:

@@ -12,6 +12,9 @@ import sys
 
 import pytest
 import torch
+
+pytest.importorskip("avalanche", reason="avalanche-lib is not installed")
+
 from avalanche.benchmarks.classic import PermutedMNIST, SplitMNIST
 from avalanche.logging import TensorboardLogger
 from avalanche.models import MTSimpleMLP, MultiHeadClassifier, MultiTaskModule, SimpleMLP

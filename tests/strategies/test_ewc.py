@@ -93,6 +93,7 @@ def test_separate_keeps_one_penalty_per_experience_online_folds_them():
     ("options", "message"),
     [
         ({"ewc_lambda": -1.0}, "ewc_lambda"),
+        ({"ewc_lambda": "big"}, "ewc_lambda must be a finite number"),
         ({"fisher_kind": "exact"}, "fisher_kind must be one of"),
         ({"fisher_samples": -5}, "fisher_samples"),
         ({"ewc_mode": "both"}, "ewc_mode must be one of"),

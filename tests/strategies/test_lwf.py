@@ -185,6 +185,8 @@ def test_alpha_per_experience_scales_the_loss():
         ({"noise": "dropout", "noise_level": 1.5}, "drop probability"),
         ({"feature_distance": "l1"}, "feature_distance must be one of"),
         ({"warmup_iterations": -1}, "warmup_iterations"),
+        ({"entropy_weight": float("nan")}, "entropy_weight must be a finite number"),
+        ({"feature_weight": "x"}, "feature_weight must be a finite number >= 0"),
     ],
 )
 def test_invalid_options_are_clear_errors(options, message):

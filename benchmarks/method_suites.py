@@ -1,0 +1,281 @@
+"""Method-comparison suites: every strategy side by side on one budget, robustness included.
+
+``split-cifar10``: task scenario, 5 experiences x 2 classes of the **JPEG copy of CIFAR-10**
+in ``../shared/data`` (lossy: absolute accuracies run a little below the original data set).
+Methods: Finetune, Joint, EWC, LwF, LwF + feature distillation, MultiTeacher; the same model,
+optimiser, epochs, augmentation and seeds for all. Published anchors (Buzzega et al. 2020,
+task-IL, full ResNet-18, 50 epochs): SGD 61.02, LwF 63.29, oEWC 68.29, SI 68.05, JOINT 98.31.
+
+``permuted-mnist``: the same six methods on permuted-MNIST (5 experiences, domain scenario,
+MLP 784-400-400, 1 epoch), the robustness suite's MNIST half.
+
+Every run evaluates the default corruption suite, so ``robustness`` tables come from the
+same runs (``python benchmarks/run.py robustness``).
+
+    python benchmarks/method_suites.py split-cifar10 --quick             # CI smoke (minutes)
+    python benchmarks/method_suites.py split-cifar10 --seeds 0 --epochs 5 --write-results
+    python benchmarks/method_suites.py permuted-mnist --seeds 0,1 --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_doc import DEFAULT_DATA, OUTPUT, append_jsonl, hardware, markdown_table, mean_std, read_jsonl, write_section  # noqa: E402
+
+from lifelong_kd.cli import execute  # noqa: E402
+from lifelong_kd.config import RunConfig  # noqa: E402
+
+METHODS = {
+    "Finetune": ("finetune", {}),
+    "Joint": ("joint", {}),
+    "EWC": ("ewc", {"ewc_lambda": 100.0}),
+    "LwF": ("lwf", {"temperature": 2.0, "alpha": 1.0}),
+    "LwF + features": ("lwf", {"temperature": 2.0, "alpha": 1.0, "feature_weight": 1.0}),
+    "MultiTeacher": ("multi-teacher", {"temperature": 2.0, "alpha": 1.0}),
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One benchmark's budget (full mode) and where its numbers go."""
+
+    benchmark: str
+    scenario: str
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    augment: bool
+    n_experiences: int
+    heading: str
+    published: dict[str, float]
+    quick_train_size: int
+
+
+SUITES = {
+    "split-cifar10": Suite(
+        "split-cifar10", "task", "convnet:32", 5, 64, 0.03, True, 5,
+        "## Split-CIFAR-10 (task scenario, JPEG copy)",
+        {"Finetune": 61.02, "Joint": 98.31, "EWC": 68.29, "LwF": 63.29},
+        500,
+    ),
+    "permuted-mnist": Suite(
+        "permuted-mnist", "domain", "mlp:400,400", 1, 128, 0.01, False, 5,
+        "## Permuted-MNIST, six methods (domain scenario)",
+        {},
+        2000,
+    ),
+}
+
+
+def log_path(suite: str) -> Path:
+    """The JSON-lines log of one suite's runs."""
+    return OUTPUT / f"{suite.replace('-', '_')}_runs.jsonl"
+
+
+def config_for(suite_name: str, method: str, seed: int, args: argparse.Namespace) -> RunConfig:
+    """The run config of one method and seed."""
+    suite = SUITES[suite_name]
+    strategy, options = METHODS[method]
+    tag = f"{suite_name}-{'quick-' if args.quick else ''}{strategy}{'-feat' if 'feature_weight' in options else ''}-s{seed}"
+    return RunConfig(
+        benchmark=suite.benchmark,
+        scenario=suite.scenario,
+        n_experiences=suite.n_experiences,
+        strategy=strategy,
+        strategy_options=options,
+        model=args.model or suite.model,
+        epochs=args.epochs,
+        batch_size=suite.batch_size,
+        lr=suite.lr,
+        augment=suite.augment,
+        seed=seed,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        data_root=str(args.data_root),
+        out=str(OUTPUT / "runs" / tag),
+        quiet=True,
+        robustness_samples=args.robustness_samples,
+        tensorboard=False,
+    )
+
+
+def command(config: RunConfig) -> str:
+    """The equivalent ``lifelong-kd run`` command line."""
+    parts = [
+        f"--benchmark {config.benchmark} --scenario {config.scenario} --n-experiences {config.n_experiences}",
+        f"--strategy {config.strategy} --model {config.model} --epochs {config.epochs} --batch-size {config.batch_size}",
+        f"--lr {config.lr}{' --augment' if config.augment else ''} --seed {config.seed} --data-root {config.data_root}",
+        f"--robustness-samples {config.robustness_samples}",
+    ]
+    parts += [f"--{key.replace('_', '-')} {value}" for key, value in config.strategy_options.items()]
+    if config.train_size:
+        parts.append(f"--train-size {config.train_size} --test-size {config.test_size}")
+    return "lifelong-kd run " + " ".join(parts)
+
+
+def run_one(suite: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    """Run one method/seed (resuming its run folder) and log its summary."""
+    config = config_for(suite, method, seed, args)
+    start = time.perf_counter()
+    results = execute(replace(config, resume=True))
+    robustness = results.get("robustness") or {}
+    record = {
+        "suite": suite,
+        "method": method,
+        "seed": seed,
+        "quick": args.quick,
+        "model": config.model,
+        "epochs": config.epochs,
+        "average_accuracy": results["metrics"]["average_accuracy"],
+        "forgetting": results["metrics"]["forgetting"],
+        "mean_corrupted_accuracy": robustness.get("mean_corrupted_accuracy"),
+        "relative_robustness": robustness.get("relative_robustness"),
+        "corrupted_forgetting": robustness.get("corrupted_forgetting"),
+        "train_seconds": results["timing"]["train_seconds"],
+        "eval_seconds": results["timing"]["eval_seconds"],
+        "wall_seconds": time.perf_counter() - start,
+        "command": command(config),
+        "accuracy_matrix": results["accuracy_matrix"],
+    }
+    append_jsonl(log_path(suite), record)
+    print(f"{suite} {method:<16} seed {seed}: avg acc {100 * record['average_accuracy']:.2f}  "
+          f"forgetting {100 * record['forgetting']:.2f}  train {record['train_seconds']:.0f} s", flush=True)
+    return record
+
+
+def table(records: list[dict], published: dict[str, float]) -> str:
+    """Mean ± std per method over the logged seeds."""
+    rows = []
+    for method in METHODS:
+        mine = [r for r in records if r["method"] == method]
+        if mine:
+            rows.append(
+                [
+                    method,
+                    *([published.get(method, "-")] if published else []),
+                    mean_std([r["average_accuracy"] for r in mine]),
+                    mean_std([r["forgetting"] for r in mine]),
+                    mean_std([r["mean_corrupted_accuracy"] for r in mine]),
+                    mean_std([r["relative_robustness"] for r in mine], scale=1.0, digits=3),
+                    mean_std([r["corrupted_forgetting"] for r in mine]),
+                    f"{sum(r['train_seconds'] for r in mine) / len(mine):.0f}",
+                    f"{sum(r['eval_seconds'] for r in mine) / len(mine):.0f}",
+                    ",".join(str(r["seed"]) for r in mine),
+                ]
+            )
+    headers = ["method", *(["published task-IL (Buzzega 2020)"] if published else []), "avg acc (%)", "forgetting (%)",
+               "corrupted acc (%)", "rel. robustness", "corrupted forgetting (%)", "train s", "eval s", "seeds"]
+    return markdown_table(headers, rows)
+
+
+def latest(records: list[dict], quick: bool) -> list[dict]:
+    """The newest record of each (method, seed) in the chosen mode."""
+    chosen: dict[tuple[str, int], dict] = {}
+    for record in records:
+        if record["quick"] == quick:
+            chosen[(record["method"], record["seed"])] = record
+    return list(chosen.values())
+
+
+def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> str:
+    """Our section of docs/results.md."""
+    suite = SUITES[suite_name]
+    first = records[0]
+    data = "CIFAR-10 **JPEG copy** (`../shared/data/cifar10-jpeg`)" if suite.benchmark == "split-cifar10" else "real MNIST"
+    commands = "\n".join(sorted({r["command"] for r in records}))
+    wall = sum(r["wall_seconds"] for r in records) / 60
+    return (
+        f"Data: {data}; {suite.n_experiences} experiences, {suite.scenario} scenario. Model `{first['model']}`, "
+        f"{first['epochs']} epoch(s) per experience, SGD lr {suite.lr} momentum 0.9, batch {suite.batch_size}"
+        f"{', random crop + flip' if suite.augment else ''}; the same budget for every method. Robustness: default "
+        f"corruption suite (8 corruptions x severities 1-5, {args.robustness_samples} test images per experience). "
+        f"Hardware: {hardware()}; total wall time {wall:.0f} min.\n\n"
+        f"{table(records, suite.published)}\n\nCommands (`python benchmarks/run.py {suite_name}` runs them all):\n\n"
+        f"```\n{commands}\n```\n"
+    )
+
+
+ROBUSTNESS_HEADING = "## Robustness under distribution shift"
+
+
+def robustness_section(quick: bool) -> str:
+    """Clean vs corrupted accuracy and forgetting for every method on both benchmarks."""
+    rows = []
+    for name in SUITES:
+        records = latest(read_jsonl(log_path(name)), quick)
+        for method in METHODS:
+            mine = [r for r in records if r["method"] == method]
+            if mine:
+                rows.append(
+                    [name, method, mean_std([r["average_accuracy"] for r in mine]), mean_std([r["mean_corrupted_accuracy"] for r in mine]),
+                     mean_std([r["relative_robustness"] for r in mine], scale=1.0, digits=3), mean_std([r["forgetting"] for r in mine]),
+                     mean_std([r["corrupted_forgetting"] for r in mine]), len(mine)]
+                )
+    headers = ["benchmark", "method", "clean acc (%)", "corrupted acc (%)", "rel. robustness", "forgetting (%)", "corrupted forgetting (%)", "seeds"]
+    return (
+        "Every method of the two method suites above, evaluated after each experience on corrupted copies of every "
+        "test set (default suite: gaussian noise, impulse noise, gaussian blur, contrast, brightness, pixelate, JPEG, "
+        "rotation; severities 1-5; definitions in [metrics.md](metrics.md)). Corrupted forgetting is the forgetting "
+        "formula applied to the matrix of mean corrupted accuracies: does a method protect robustness on old tasks "
+        "too? Produced by `python benchmarks/run.py robustness` from the runs of the two suites.\n\n"
+        + markdown_table(headers, rows)
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=sorted([*SUITES, "robustness"]))
+    parser.add_argument("--quick", action="store_true", help="CI smoke: a small subsample, 1 epoch, one seed")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--model", default=None, help="override the suite's model spec")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--robustness-samples", type=int, default=256)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--write-results", action="store_true")
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args(argv)
+    suite = SUITES["permuted-mnist" if args.suite == "robustness" else args.suite]
+    args.epochs = args.epochs or suite.epochs
+    args.train_size, args.test_size = (suite.quick_train_size, 200) if args.quick else (None, None)
+    if args.quick:
+        args.epochs, args.robustness_samples = 1, 32
+    return args
+
+
+def run_all(suite: str, args: argparse.Namespace) -> None:
+    """Every chosen method for every seed."""
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for method in args.methods.split(","):
+            run_one(suite, method, seed, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.suite == "robustness":
+        if not args.table_only:  # the MNIST half; split-CIFAR-10 runs come from its own suite
+            run_all("permuted-mnist", args)
+        text = robustness_section(args.quick)
+        print(text)
+        if args.write_results and not args.quick:
+            write_section(ROBUSTNESS_HEADING, text)
+        return 0
+    if not args.table_only:
+        run_all(args.suite, args)
+    records = latest(read_jsonl(log_path(args.suite)), args.quick)
+    print(table(records, SUITES[args.suite].published))
+    if args.write_results and records and not args.quick:
+        write_section(SUITES[args.suite].heading, section(args.suite, records, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

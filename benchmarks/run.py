@@ -1,0 +1,57 @@
+"""One entry point for every benchmark suite.
+
+    python benchmarks/run.py SUITE [--quick] [suite options...]
+    python benchmarks/run.py --list
+
+Suites (each prints a Markdown table; full mode with ``--write-results`` rewrites its section
+of ``docs/results.md``; ``--quick`` is the minutes-long smoke run used in CI):
+
+* ``vandeven2019``: van de Ven et al. 2019 reproduction (split/permuted-MNIST, three scenarios)
+* ``speed``: our trainer vs Avalanche's LwF, side by side in one process
+* ``compression``: lifelong compression into a smaller student; pruning and quantisation
+* ``split-cifar10``: six methods on split-CIFAR-10 (task scenario, JPEG copy)
+* ``permuted-mnist``: the same six methods on permuted-MNIST
+* ``robustness``: every method under the default corruption suite, both benchmarks
+* ``eval-cost``: what the default robustness suite adds next to one experience of training
+* ``shifts-speed``: seconds per corruption on 10k-image batches
+
+Extra arguments are passed to the suite's script unchanged.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import MappingProxyType
+
+HERE = Path(__file__).resolve().parent
+SUITES = MappingProxyType(
+    {
+        "vandeven2019": ["vandeven2019.py"],
+        "speed": ["speed_vs_avalanche.py"],
+        "compression": ["compression.py"],
+        "split-cifar10": ["method_suites.py", "split-cifar10"],
+        "permuted-mnist": ["method_suites.py", "permuted-mnist"],
+        "robustness": ["method_suites.py", "robustness"],
+        "eval-cost": ["eval_cost.py"],
+        "shifts-speed": ["shifts_speed.py"],
+    }
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "--list"):
+        print(__doc__)
+        return 0 if argv else 2
+    suite, rest = argv[0], argv[1:]
+    if suite not in SUITES:
+        print(f"run.py: unknown suite {suite!r}; choose one of: {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    script, *fixed = SUITES[suite]
+    return subprocess.call([sys.executable, str(HERE / script), *fixed, *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
