@@ -14,8 +14,10 @@ Usage (from the repository root)::
     python benchmarks/compression.py --setting permuted-mnist --data-root ../shared/data
     python benchmarks/compression.py --setting split-cifar10 --data-root ../shared/data
     python benchmarks/compression.py --setting permuted-mnist --seeds 0,1,2   # several seeds
+    # extra flags go to `lifelong-kd run` (the last occurrence wins), e.g. all 60,000 images:
+    python benchmarks/compression.py --setting permuted-mnist --tag=-full --train-size 60000
 
-Runs go to ``benchmarks/output/runs/compression-<setting>-s<seed>`` and are resumable
+Runs go to ``benchmarks/output/compression_runs/<setting>-s<seed>`` and are resumable
 (``--resume``).
 """
 
@@ -55,9 +57,9 @@ SETTINGS: dict[str, list[str]] = {
 }
 
 
-def run_setting(setting: str, seed: int, data_root: str, resume: bool, extra: list[str]) -> dict:
+def run_setting(setting: str, seed: int, data_root: str, resume: bool, extra: list[str], tag: str = "") -> dict:
     """One compression run; returns its results.json document."""
-    out = OUTPUT / "runs" / f"compression-{setting}-s{seed}"
+    out = OUTPUT / "compression_runs" / f"{setting}{tag}-s{seed}"
     argv = ["run", *SETTINGS[setting], "--seed", str(seed), "--data-root", data_root, "--out", str(out), "--quiet", *extra]
     if resume:
         argv.append("--resume")
@@ -101,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of run folders and of the output table (e.g. -full)")
     args, extra = parser.parse_known_args(argv)
     settings = list(SETTINGS) if args.setting == "all" else [args.setting]
     for setting in settings:
-        documents = [run_setting(setting, int(seed), args.data_root, args.resume, extra) for seed in args.seeds.split(",")]
+        documents = [run_setting(setting, int(seed), args.data_root, args.resume, extra, args.tag) for seed in args.seeds.split(",")]
         lines = []
         for seed, document in zip(args.seeds.split(","), documents):
             lines += [f"### {setting}, seed {seed}", "", format_summary(document["summary"]), "", target_check(document["summary"]), ""]
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         text = "\n".join(lines)
         print(text, flush=True)
         OUTPUT.mkdir(parents=True, exist_ok=True)
-        (OUTPUT / f"compression_{setting}.md").write_text(text)
+        (OUTPUT / f"compression_{setting}{args.tag}.md").write_text(text)
     return 0
 
 

@@ -84,7 +84,9 @@ def config_for(suite_name: str, method: str, seed: int, args: argparse.Namespace
     """The run config of one method and seed."""
     suite = SUITES[suite_name]
     strategy, options = METHODS[method]
-    tag = f"{suite_name}-{'quick-' if args.quick else ''}{strategy}{'-feat' if 'feature_weight' in options else ''}-s{seed}"
+    model = (args.model or suite.model).replace(":", "").replace(",", "x")
+    budget = f"{'quick-' if args.quick else ''}{model}-e{args.epochs}-n{args.train_size or 'all'}"
+    tag = f"{suite_name}-{budget}-{strategy}{'-feat' if 'feature_weight' in options else ''}-s{seed}"
     return RunConfig(
         benchmark=suite.benchmark,
         scenario=suite.scenario,
@@ -134,6 +136,7 @@ def run_one(suite: str, method: str, seed: int, args: argparse.Namespace) -> dic
         "quick": args.quick,
         "model": config.model,
         "epochs": config.epochs,
+        "train_size": config.train_size,
         "average_accuracy": results["metrics"]["average_accuracy"],
         "forgetting": results["metrics"]["forgetting"],
         "mean_corrupted_accuracy": robustness.get("mean_corrupted_accuracy"),
@@ -192,8 +195,9 @@ def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> s
     data = "CIFAR-10 **JPEG copy** (`../shared/data/cifar10-jpeg`)" if suite.benchmark == "split-cifar10" else "real MNIST"
     commands = "\n".join(sorted({r["command"] for r in records}))
     wall = sum(r["wall_seconds"] for r in records) / 60
+    subset = f", {first['train_size']} training images per experience (seeded subsample)" if first.get("train_size") else ""
     return (
-        f"Data: {data}; {suite.n_experiences} experiences, {suite.scenario} scenario. Model `{first['model']}`, "
+        f"Data: {data}; {suite.n_experiences} experiences, {suite.scenario} scenario{subset}. Model `{first['model']}`, "
         f"{first['epochs']} epoch(s) per experience, SGD lr {suite.lr} momentum 0.9, batch {suite.batch_size}"
         f"{', random crop + flip' if suite.augment else ''}; the same budget for every method. Robustness: default "
         f"corruption suite (8 corruptions x severities 1-5, {args.robustness_samples} test images per experience). "
@@ -239,14 +243,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="override the suite's model spec")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--robustness-samples", type=int, default=256)
+    parser.add_argument("--train-size", type=int, default=None, help="training samples kept per experience (reduced budget)")
+    parser.add_argument("--test-size", type=int, default=None, help="test samples kept per experience")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args(argv)
     suite = SUITES["permuted-mnist" if args.suite == "robustness" else args.suite]
     args.epochs = args.epochs or suite.epochs
-    args.train_size, args.test_size = (suite.quick_train_size, 200) if args.quick else (None, None)
     if args.quick:
+        args.train_size, args.test_size = suite.quick_train_size, 200
         args.epochs, args.robustness_samples = 1, 32
     return args
 

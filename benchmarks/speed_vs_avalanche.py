@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -62,6 +63,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--runs", default="abc", help="which of a, b, c to run (default all)")
     parser.add_argument("--out", default=None, help="JSON results (default benchmarks/output/speed_vs_avalanche[_quick].json)")
+    parser.add_argument("--write-results", action="store_true", help="rewrite the 'Speed vs Avalanche' section of docs/results.md")
     return parser.parse_args()
 
 
@@ -205,13 +207,34 @@ def matmul_floor(repeats: int = 60) -> dict[str, float]:
             "train_samples_per_second": 1 / train, "lwf_cached_samples_per_second": 1 / (train + forward)}
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+def table(rows: list[dict[str, Any]]) -> str:
     """The results as a Markdown table."""
-    print("| run | train s | eval s | wall s | train samples/s | avg acc % | forgetting % |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    lines = ["| run | train s | eval s | wall s | train samples/s | avg acc % | forgetting % |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        print(f"| {r['run']} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['wall_seconds']:.1f} | "
-              f"{r['samples_per_second']:,.0f} | {100 * r['average_accuracy']:.2f} | {100 * r['forgetting']:.2f} |")
+        lines.append(f"| {r['run']} | {r['train_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['wall_seconds']:.1f} | "
+                     f"{r['samples_per_second']:,.0f} | {100 * r['average_accuracy']:.2f} | {100 * r['forgetting']:.2f} |")
+    return "\n".join(lines)
+
+
+def results_section(record: dict[str, Any], command: str) -> str:
+    """The body of the "Speed vs Avalanche" section of docs/results.md."""
+    machine, found = record["machine"], record["ratios"]
+    lines = [
+        "Protocol: see `benchmarks/speed_vs_avalanche.py` (permuted-MNIST, 5 experiences, 1 epoch each, MLP "
+        "784-1000-1000-10, SGD lr 0.01 momentum 0.9, batch 128, LwF T=2 alpha=1, evaluation on all experiences "
+        "after each). (a) Avalanche's `LwF`, (b) Avalanche `Naive` + `LifelongKDPlugin`, (c) our trainer on the same samples.",
+        "",
+        f"    {command}",
+        "",
+        f"Machine: {machine['platform']}, {machine['threads']} torch threads, load average before {machine['load_before'][0]:.1f}, "
+        f"after {machine['load_after'][0]:.1f} (2 cores shared with other jobs). Matmul floor "
+        f"{record['floor']['lwf_cached_samples_per_second']:,.0f} samples/s (forward+backward plus the teacher-cache forward).",
+        "",
+        table(list(record["rows"].values())),
+        "",
+        *[f"- {key}: {value:.3f}" for key, value in found.items()],
+    ]
+    return "\n".join(lines)
 
 
 def ratios(rows: dict[str, dict[str, Any]], floor: dict[str, float]) -> dict[str, float]:
@@ -257,7 +280,7 @@ def main() -> None:
         if after["lwf_cached_samples_per_second"] > floor["lwf_cached_samples_per_second"]:
             floor = after
         print(f"matmul floor after (c): {after['train_samples_per_second']:,.0f} samples/s fwd+bwd", flush=True)
-    print_table(list(rows.values()))
+    print(table(list(rows.values())))
     found = ratios(rows, floor)
     for key, value in found.items():
         print(f"{key}: {value:.3f}")
@@ -272,6 +295,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     print(f"load average after: {os.getloadavg()}; results in {out}")
+    if args.write_results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from results_doc import write_section
+
+        command = "python benchmarks/speed_vs_avalanche.py " + " ".join(sys.argv[1:])
+        write_section("## Speed vs Avalanche", results_section(record, command.strip()))
     if "c_wall_speedup_vs_a" in found:
         print(f"speedup_vs_avalanche_lwf: {found['c_wall_speedup_vs_a']:.2f}")
 

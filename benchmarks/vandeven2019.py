@@ -48,7 +48,7 @@ SECTION = "## van de Ven et al. 2019 reproduction"
 NOTES_BEGIN, NOTES_END = "<!-- vandeven2019 notes -->", "<!-- /vandeven2019 notes -->"
 SCENARIOS = ("task", "domain", "class")
 METHODS = ("none", "joint", "ewc", "lwf", "lwf-seen")
-STRATEGY = {"none": "finetune", "joint": "joint", "ewc": "ewc", "lwf": "lwf"}
+STRATEGY = {"none": "finetune", "joint": "joint", "ewc": "ewc", "lwf": "lwf", "lwf-seen": "lwf"}
 
 # Final average accuracy (%) in van de Ven & Tolias 2019, Table 2 (mean over seeds).
 PUBLISHED = {
@@ -78,9 +78,9 @@ EWC_LAMBDA = {
 def strategy_options(method: str, experiment: str, scenario: str, quick: bool) -> dict[str, object]:
     """The strategy options reproducing the paper's method."""
     n = PROTOCOL[experiment]["n_experiences"]
-    if method == "lwf":
+    if method in ("lwf", "lwf-seen"):  # lwf-seen: our default class-scenario LwF, seen classes only
         options = {"temperature": 2.0, "alpha": [float(k) for k in range(n)], "scale_t2": True}
-        return {**options, "zero_new_classes": True} if scenario == "class" else options
+        return {**options, "zero_new_classes": True} if scenario == "class" and method == "lwf" else options
     if method == "ewc":
         samples = 200 if quick else (0 if experiment == "split" else 1000)
         return {"ewc_lambda": EWC_LAMBDA[(experiment, scenario)], "fisher_kind": "predicted", "fisher_samples": samples}
@@ -255,6 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="CI smoke: 20 iterations, seed 1, 1000 train/test samples")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest for these MLPs on a shared 2-core machine; 0: torch default)")
     parser.add_argument("--log", type=Path, default=RUNS_LOG, help="JSONL file the finished runs are appended to")
+    parser.add_argument("--skip-done", action="store_true", help="skip configurations already in --log (same command)")
     parser.add_argument("--table-only", action="store_true", help="print the table from --log without running")
     parser.add_argument("--write-results", action="store_true", help="rewrite our section of docs/results.md from --log")
     args = parser.parse_args(argv)
@@ -273,9 +274,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if not args.table_only:
         args.log.parent.mkdir(parents=True, exist_ok=True)
+        done = {run["command"] for run in load_runs(args.log, args.quick)}
         grid = itertools.product(args.seeds.split(","), args.experiments.split(","), args.scenarios.split(","), args.methods.split(","))
         for seed, experiment, scenario, method in grid:  # seed outermost: each seed finishes a whole table
             iterations = args.iterations or PROTOCOL[experiment]["iterations"]
+            command = command_line(run_config(experiment, scenario, method, int(seed), iterations, args))
+            if args.skip_done and command in done:
+                continue
             record = run_one(experiment, scenario, method, int(seed), iterations, args)
             with args.log.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")

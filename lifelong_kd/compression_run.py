@@ -364,6 +364,7 @@ SUMMARY_COLUMNS = {
     "bytes_ratio": ("bytes ratio", "{:.1f}x"),
     "flops_ratio": ("FLOPs ratio", "{:.1f}x"),
     "latency_ratio": ("latency ratio", "{:.2f}x"),
+    "latency_seconds": ("ms / batch of 256", "{:.2f}"),
     "accuracy_kept": ("acc. kept %", "{:.1f}"),
 }
 PERCENT = frozenset({"average_accuracy", "forgetting", "accuracy_kept"})
@@ -377,6 +378,7 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
         for key, (_, pattern) in SUMMARY_COLUMNS.items():
             value = row.get(key)
             value = 100 * value if key in PERCENT and value is not None else value
+            value = 1000 * value if key == "latency_seconds" and value is not None else value
             cells.append("-" if value is None else pattern.format(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

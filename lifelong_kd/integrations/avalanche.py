@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -660,9 +661,6 @@ def run_avalanche(
     Returns:
         The ``results.json`` document, as :func:`lifelong_kd.pipeline.run` returns it.
     """
-    from avalanche.training.plugins import EvaluationPlugin
-    from avalanche.training.supervised import Naive
-
     from lifelong_kd.pipeline import RESULTS, RunState, seed_everything, write_atomic
     from lifelong_kd.train import make_optimizer
 
@@ -670,12 +668,7 @@ def run_avalanche(
         raise ValueError("--engine avalanche supports --epochs only (no --augment, no --iterations).")
     strategy.check_stream(stream)
     metric = LifelongKDMetric(stream, evaluator)
-    template = Naive(
-        model=TaskAwareClassifier(model), optimizer=make_optimizer(model, config), criterion=nn.CrossEntropyLoss(),
-        train_mb_size=config.batch_size, train_epochs=config.epochs, eval_mb_size=config.eval_batch_size,
-        plugins=[LifelongKDPlugin(strategy, scenario=stream.scenario)],
-        evaluator=EvaluationPlugin(metric, loggers=list(avalanche_loggers)),
-    )
+    template = _naive(model, LifelongKDPlugin(strategy, scenario=stream.scenario), metric, config, avalanche_loggers)
     state = RunState(record or {})
     for logger in loggers:
         logger.log_config(state.record)
@@ -694,6 +687,22 @@ def run_avalanche(
     for logger in loggers:
         logger.close()
     return state.results()
+
+
+def _naive(model: nn.Module, plugin: LifelongKDPlugin, metric: LifelongKDMetric, config: Any, loggers: Sequence[Any]) -> Any:
+    """Avalanche's ``Naive`` template around our Classifier, with our plugin and metric."""
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.training.supervised import Naive
+
+    from lifelong_kd.train import make_optimizer
+
+    with warnings.catch_warnings():  # "No loggers specified": our loggers read the reports instead
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        return Naive(
+            model=TaskAwareClassifier(model), optimizer=make_optimizer(model, config), criterion=nn.CrossEntropyLoss(),
+            train_mb_size=config.batch_size, train_epochs=config.epochs, eval_mb_size=config.eval_batch_size,
+            plugins=[plugin], evaluator=EvaluationPlugin(metric, loggers=list(loggers)),
+        )
 
 
 def _timing(total_seconds: float, report: EvalReport, samples: int) -> dict[str, float]:

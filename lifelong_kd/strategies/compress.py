@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,6 +15,8 @@ from lifelong_kd.strategies import distill
 from lifelong_kd.strategies.base import ModelOutput, Strategy, module_state
 from lifelong_kd.strategies.distill import Knowledge
 from lifelong_kd.teacher import freeze_copy, is_frozen
+
+TEACHER_HEADS = ("all", "current")
 
 
 class Compress(Strategy):
@@ -71,6 +73,10 @@ class Compress(Strategy):
             et al. 2015 keep the hard-target term).
         scale_t2: Multiply both KL terms by T^2 (True, Hinton et al. 2015: keeps soft-target
             gradients comparable to the hard-target ones across temperatures).
+        teacher_heads: Which heads the large teacher's soft targets cover in the task
+            scenario: ``"all"`` it has learned (old heads too), or ``"current"`` (the new
+            task's head only; old heads are left to self-distillation). Other scenarios
+            have one head, so both values are the same there.
     """
 
     name = "compress"
@@ -85,6 +91,7 @@ class Compress(Strategy):
         self_weight: float = 1.0,  # Li & Hoiem 2016 (lambda_o = 1)
         label_weight: float = 1.0,  # Hinton et al. 2015 keep the hard-target loss
         scale_t2: bool = True,  # Hinton et al. 2015
+        teacher_heads: str = "all",  # every head the teacher learned (our choice; see docs/results.md)
     ) -> None:
         self.temperature = temperature
         self.teacher_weight = teacher_weight
@@ -94,6 +101,7 @@ class Compress(Strategy):
         self.self_weight = self_weight
         self.label_weight = label_weight
         self.scale_t2 = scale_t2
+        self.teacher_heads = teacher_heads
         self.scenario_: str | None = None
         self.big_teacher_: nn.Module | None = None
         self.snapshot_: nn.Module | None = None
@@ -111,10 +119,10 @@ class Compress(Strategy):
         distill.check_temperature(self.temperature)
         if self.hint_distance not in losses.FEATURE_DISTANCE_KINDS:
             raise ValueError(f"hint_distance must be one of {', '.join(losses.FEATURE_DISTANCE_KINDS)}, got {self.hint_distance!r}.")
+        if self.teacher_heads not in TEACHER_HEADS:
+            raise ValueError(f"teacher_heads must be one of {', '.join(TEACHER_HEADS)}, got {self.teacher_heads!r}.")
         for key in ("teacher_weight", "hint_weight", "hint_lr", "self_weight", "label_weight"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{key} must be a non-negative number, got {value!r}.")
+            distill.check_number(key, getattr(self, key))
         self.scenario_ = stream.scenario
 
     def set_teacher(self, teacher: nn.Module | None) -> None:
@@ -158,7 +166,10 @@ class Compress(Strategy):
 
     def _teacher_knowledge(self) -> Knowledge:
         """What the large teacher is distilled on: everything learned up to the current experience."""
-        return (self.knowledge_ or Knowledge(self._scenario())).learn(self._current())
+        learned = (self.knowledge_ or Knowledge(self._scenario())).learn(self._current())
+        if self.teacher_heads == "current" and learned.scenario == "task":
+            return replace(learned, heads=(self._current().task_id,))
+        return learned
 
     def _outputs(self, key: str, batch: Batch, targets: Any) -> list[Tensor]:
         """A teacher's outputs for ``batch``: cached per experience, or online if augmented."""

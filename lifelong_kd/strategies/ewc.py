@@ -75,7 +75,9 @@ def diagonal_fisher(model: nn.Module, experience: Experience, kind: str = "true"
 
 
 @torch.no_grad()
-def _labels_and_weights(model: nn.Module, x: Tensor, experience: Experience, part: Tensor, kind: str) -> list[tuple[Tensor, Tensor]]:
+def _labels_and_weights(
+    model: nn.Module, x: Tensor, experience: Experience, part: Tensor, kind: str
+) -> list[tuple[Tensor, Tensor]]:
     """(labels, weights) pairs whose weighted squared gradients sum to the Fisher terms."""
     ones = torch.ones(len(x))
     if kind == "empirical":
@@ -134,7 +136,10 @@ class EWC(Strategy):
         check_number("ewc_decay", self.ewc_decay)
         checks = [
             (self.fisher_kind in FISHER_KINDS, f"fisher_kind must be one of {', '.join(FISHER_KINDS)}, got {self.fisher_kind!r}"),
-            (isinstance(self.fisher_samples, int) and self.fisher_samples >= 0, f"fisher_samples must be an integer >= 0 (0: all), got {self.fisher_samples!r}"),
+            (
+                isinstance(self.fisher_samples, int) and self.fisher_samples >= 0,
+                f"fisher_samples must be an integer >= 0 (0: all), got {self.fisher_samples!r}",
+            ),
             (self.ewc_mode in EWC_MODES, f"ewc_mode must be one of {', '.join(EWC_MODES)}, got {self.ewc_mode!r}"),
             (self.ewc_decay <= 1, f"ewc_decay must be in [0, 1], got {self.ewc_decay!r}"),
         ]

@@ -112,7 +112,8 @@ class LwF(Strategy):
         distill.check_alpha(self.alpha, len(stream))
         distill.check_noise(self.noise, self.noise_level)
         if self.feature_distance not in losses.FEATURE_DISTANCE_KINDS:
-            raise ValueError(f"feature_distance must be one of {', '.join(losses.FEATURE_DISTANCE_KINDS)}, got {self.feature_distance!r}.")
+            kinds = ", ".join(losses.FEATURE_DISTANCE_KINDS)
+            raise ValueError(f"feature_distance must be one of {kinds}, got {self.feature_distance!r}.")
         if not (isinstance(self.warmup_iterations, int) and self.warmup_iterations >= 0):
             raise ValueError(f"warmup_iterations must be a non-negative integer, got {self.warmup_iterations!r}.")
         distill.check_number("warmup_lr", self.warmup_lr)

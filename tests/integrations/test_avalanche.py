@@ -17,7 +17,7 @@ pytest.importorskip("avalanche", reason="avalanche-lib is not installed")
 
 from avalanche.benchmarks.classic import PermutedMNIST, SplitMNIST
 from avalanche.logging import TensorboardLogger
-from avalanche.models import MTSimpleMLP, MultiHeadClassifier, MultiTaskModule, SimpleMLP
+from avalanche.models import IncrementalClassifier, MTSimpleMLP, MultiHeadClassifier, MultiTaskModule, SimpleMLP
 from avalanche.training import LearningWithoutForgetting
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 from avalanche.training.supervised import Naive
@@ -37,10 +37,8 @@ from lifelong_kd.strategies import EWC, Finetune, LwF, MultiTeacher, Strategy
 from lifelong_kd.teacher import is_frozen
 from tests.conftest import requires_mnist
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Call to deprecated function update:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:No loggers specified:UserWarning"),
-]
+# (ReplayPlugin's DeprecationWarning cannot be silenced: Avalanche resets the filter itself.)
+pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified:UserWarning")
 
 
 class MultiHeadMLP(MultiTaskModule):
@@ -165,6 +163,29 @@ def test_multi_head_model_with_replay_learns_every_task() -> None:
     plugins = [LifelongKDPlugin(LwF()), ReplayPlugin(mem_size=100)]
     metrics = train_stream(benchmark, MultiHeadMLP(), plugins, epochs=3)
     assert metrics["average_accuracy"] > 0.9
+
+
+class GrowingMLP(nn.Module):
+    """A single head that grows with the classes seen (Avalanche's IncrementalClassifier)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU())
+        self.classifier = IncrementalClassifier(64, initial_out_features=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def test_growing_head_is_padded_to_the_benchmark_width() -> None:
+    torch.manual_seed(0)
+    benchmark = benchmark_from_stream(digits("class"))
+    model = GrowingMLP()
+    plugin = LifelongKDPlugin(LwF())
+    metrics = train_stream(benchmark, model, [plugin], epochs=2)
+    assert model.classifier.classifier.out_features == 10  # grew from 2
+    assert plugin.strategy.knowledge_.n_classes == 10
+    assert metrics["learning_accuracy"] > 0.8
 
 
 def test_mixed_task_minibatches_reassemble_features_in_batch_order() -> None:
