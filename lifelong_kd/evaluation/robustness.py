@@ -3,8 +3,9 @@
 The corrupted test sets do not depend on the model, so they are built once per stream
 (a seeded subsample of each experience's test set, every corruption x severity applied
 to whole batches in image space, before permutation and normalisation) and kept as
-``uint8`` images, like the published MNIST-C / CIFAR-10-C files. Each evaluation is
-then one batched inference pass per (experience, corruption, severity).
+``uint8`` images, like the published MNIST-C / CIFAR-10-C files. Each experience's clean
+subsample and all its corrupted copies are stacked, so an evaluation is one batched
+inference pass per experience, in large batches.
 
 Definitions (``docs/metrics.md``): mean corrupted accuracy = mean over corruption,
 severity and the experiences seen so far; relative robustness = mean corrupted accuracy
@@ -28,10 +29,10 @@ from lifelong_kd.data.stream import Experience, Stream
 
 @dataclass(frozen=True)
 class CorruptedSet:
-    """One experience's test subsample under one corruption at one severity.
+    """Test images of one experience (clean and corrupted copies stacked, see build_corrupted_sets).
 
     Attributes:
-        x: Corrupted images in [0, 255] (N, C, H, W) uint8, before permutation/normalisation.
+        x: Images in [0, 255] (N, C, H, W) uint8, before permutation/normalisation.
         y: Targets (N,).
     """
 
@@ -51,21 +52,24 @@ def test_subsample(experience: Experience, samples: int | None, seed: int) -> tu
 
 def build_corrupted_sets(
     stream: Stream, names: Sequence[str], severities: Sequence[int], samples: int | None, seed: int = 0
-) -> tuple[list[CorruptedSet], dict[tuple[int, str, int], CorruptedSet]]:
-    """Clean subsamples and their corrupted copies for every experience of ``stream``.
+) -> list[CorruptedSet]:
+    """Per experience, its clean test subsample followed by every corrupted copy, stacked.
 
     Returns:
-        ``(clean, corrupted)``: clean[j] and corrupted[(j, name, severity)].
+        One :class:`CorruptedSet` per experience whose ``x`` holds ``1 + len(names) *
+        len(severities)`` blocks of the same samples: clean first, then each
+        (name, severity) in order, so one batched inference pass covers them all.
     """
-    clean, corrupted = [], {}
+    stacked = []
     for experience in stream:
         images, targets = test_subsample(experience, samples, seed)
-        clean.append(CorruptedSet(_to_uint8(images), targets))
+        blocks = [images]
         for name in names:
             for severity in severities:
-                shifted = shifts.corrupt(images, name, severity, seed=seed * 7 + experience.index)
-                corrupted[(experience.index, name, severity)] = CorruptedSet(_to_uint8(shifted), targets)
-    return clean, corrupted
+                blocks.append(shifts.corrupt(images, name, severity, seed=seed * 7 + experience.index))
+        x = torch.cat([_to_uint8(block) for block in blocks])
+        stacked.append(CorruptedSet(x, targets.repeat(len(blocks))))
+    return stacked
 
 
 def _to_uint8(images: Tensor) -> Tensor:
@@ -73,14 +77,13 @@ def _to_uint8(images: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def set_accuracy(model: nn.Module, experience: Experience, data: CorruptedSet, batch_size: int) -> float:
-    """Accuracy of ``model`` on a (corrupted) image set of ``experience``."""
-    correct = 0
+def block_accuracies(model: nn.Module, experience: Experience, data: CorruptedSet, n_blocks: int, batch_size: int) -> list[float]:
+    """Accuracy of ``model`` on each of the ``n_blocks`` equal blocks of a stacked image set."""
+    hits = []
     for start in range(0, len(data.y), batch_size):
         x = experience.transform.finish(data.x[start : start + batch_size].float() / 255.0)
-        logits = model(x, experience.task_id)
-        correct += int((logits.argmax(1) == data.y[start : start + batch_size]).sum())
-    return correct / max(len(data.y), 1)
+        hits.append(model(x, experience.task_id).argmax(1) == data.y[start : start + batch_size])
+    return torch.cat(hits).view(n_blocks, -1).float().mean(1).tolist()
 
 
 def summarize_row(
@@ -122,13 +125,13 @@ class RobustnessProbe:
         self.samples = samples
         self.seed = seed
         self.batch_size = batch_size
-        self._sets: tuple[list[CorruptedSet], dict[tuple[int, str, int], CorruptedSet]] | None = None
+        self._sets: list[CorruptedSet] | None = None
         self._stream_name: str | None = None
         for severity in self.severities:
             if severity not in shifts.SEVERITIES:
                 raise ValueError(f"Severities must be in 1..5, got {severity}.")
 
-    def _ensure(self, stream: Stream) -> tuple[list[CorruptedSet], dict[tuple[int, str, int], CorruptedSet]]:
+    def _ensure(self, stream: Stream) -> list[CorruptedSet]:
         if self._sets is None or self._stream_name != stream.name:
             self._sets = build_corrupted_sets(stream, self.names, self.severities, self.samples, self.seed)
             self._stream_name = stream.name
@@ -136,11 +139,12 @@ class RobustnessProbe:
 
     def evaluate(self, model: nn.Module, stream: Stream, step: int) -> dict[str, object]:
         """Clean and corrupted accuracy per experience, plus the summary over seen experiences."""
-        clean_sets, corrupted = self._ensure(stream)
-        clean = [set_accuracy(model, e, clean_sets[e.index], self.batch_size) for e in stream]
-        grid = {
-            name: {s: [set_accuracy(model, e, corrupted[(e.index, name, s)], self.batch_size) for e in stream] for s in self.severities}
-            for name in self.names
-        }
+        stacked = self._ensure(stream)
+        n_blocks = 1 + len(self.names) * len(self.severities)
+        per_experience = [block_accuracies(model, e, stacked[e.index], n_blocks, self.batch_size) for e in stream]
+        clean = [blocks[0] for blocks in per_experience]
+        grid: dict[str, dict[int, list[float]]] = {name: {} for name in self.names}
+        for k, (name, severity) in enumerate((n, s) for n in self.names for s in self.severities):
+            grid[name][severity] = [blocks[1 + k] for blocks in per_experience]
         summary = summarize_row(clean, grid, step)
         return {"clean": clean, "grid": {n: {str(s): v for s, v in by.items()} for n, by in grid.items()}, **summary}

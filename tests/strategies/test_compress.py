@@ -148,3 +148,20 @@ def test_state_dict_round_trip_gives_the_same_loss():
 def test_options_are_the_constructor_arguments():
     options = Compress(teacher_weight=2.0).options()
     assert options["teacher_weight"] == 2.0 and "big_teacher_" not in options and "cache_" not in options
+
+
+def test_teacher_heads_current_distils_only_the_new_tasks_head():
+    stream = digits("task")
+    model = small_model(stream)
+    strategy = Compress(teacher_heads="current", self_weight=0.0)
+    train_through(model, strategy, stream, last=1)
+    big = _big_teacher(stream)
+    strategy.set_teacher(big)
+    strategy.before_experience(model, stream[2])
+    batch = first_batch(stream, 2)
+    with torch.no_grad():
+        teacher = big.all_logits(batch.x)[:, [2]]
+    expected = kd_kl(model.all_logits(batch.x)[:, [2]], teacher, 2.0, scale_t2=True)
+    assert _loss(strategy, model, batch).item() == pytest.approx(expected.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="teacher_heads"):
+        Compress(teacher_heads="old").check_stream(stream)
