@@ -14,6 +14,7 @@ Usage (from the repository root)::
     python benchmarks/compression.py --setting permuted-mnist --data-root ../shared/data
     python benchmarks/compression.py --setting split-cifar10 --data-root ../shared/data
     python benchmarks/compression.py --setting permuted-mnist --seeds 0,1,2   # several seeds
+    python benchmarks/compression.py --setting all --quick                     # CI smoke
     # extra flags go to `lifelong-kd run` (the last occurrence wins), e.g. all 60,000 images:
     python benchmarks/compression.py --setting permuted-mnist --tag=-full --train-size 60000
 
@@ -104,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of run folders and of the output table (e.g. -full)")
+    parser.add_argument("--quick", action="store_true", help="CI smoke: 1,000 training images per experience, 1 epoch")
     args, extra = parser.parse_known_args(argv)
+    if args.quick:
+        extra = ["--train-size", "1000", "--test-size", "200", "--epochs", "1", "--robustness-samples", "16", *extra]
+        args.tag = args.tag or "-quick"
     settings = list(SETTINGS) if args.setting == "all" else [args.setting]
     for setting in settings:
         documents = [run_setting(setting, int(seed), args.data_root, args.resume, extra, args.tag) for seed in args.seeds.split(",")]

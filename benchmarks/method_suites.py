@@ -57,6 +57,7 @@ class Suite:
     heading: str
     published: dict[str, float]
     quick_train_size: int
+    ewc_lambda: float = 100.0  # van de Ven et al. 2019 (permuted-MNIST); 100 diverges on split-CIFAR-10
 
 
 SUITES = {
@@ -65,6 +66,7 @@ SUITES = {
         "## Split-CIFAR-10 (task scenario, JPEG copy)",
         {"Finetune": 61.02, "Joint": 98.31, "EWC": 68.29, "LwF": 63.29},
         500,
+        ewc_lambda=5.0,
     ),
     "permuted-mnist": Suite(
         "permuted-mnist", "domain", "mlp:400,400", 1, 128, 0.01, False, 5,
@@ -84,6 +86,8 @@ def config_for(suite_name: str, method: str, seed: int, args: argparse.Namespace
     """The run config of one method and seed."""
     suite = SUITES[suite_name]
     strategy, options = METHODS[method]
+    if strategy == "ewc":
+        options = {**options, "ewc_lambda": suite.ewc_lambda}
     model = (args.model or suite.model).replace(":", "").replace(",", "x")
     budget = f"{'quick-' if args.quick else ''}{model}-e{args.epochs}-n{args.train_size or 'all'}"
     tag = f"{suite_name}-{budget}-{strategy}{'-feat' if 'feature_weight' in options else ''}-s{seed}"
