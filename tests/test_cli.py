@@ -117,8 +117,9 @@ def test_permuted_mnist_finetune_on_real_mnist(data_root, tmp_path, capsys):
 @pytest.mark.slow
 @requires_cifar10
 def test_split_cifar10_runs_from_the_jpeg_archive(data_root, tmp_path):
-    args = ["run", "--benchmark", "split-cifar10", "--data-root", data_root, "--model", "convnet:8"]
-    quick = ["--train-size", "600", "--test-size", "200", "--epochs", "3", "--lr", "0.05", "--augment"]
+    args = ["run", "--benchmark", "split-cifar10", "--data-root", data_root, "--model", "convnet:16", "--shifts", "none"]
+    quick = ["--train-size", "1000", "--test-size", "200", "--epochs", "3", "--batch-size", "64", "--lr", "0.03", "--augment"]
     assert main([*args, *quick, "--out", str(tmp_path / "r"), "--quiet"]) == 0
-    matrix = json.loads((tmp_path / "r" / "results.json").read_text())["accuracy_matrix"]
-    assert len(matrix) == 5 and matrix[0][0] > 0.6  # two classes: chance is 0.5
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert len(results["accuracy_matrix"]) == 5
+    assert results["metrics"]["learning_accuracy"] > 0.65  # two classes per task: chance is 0.5
