@@ -24,7 +24,7 @@ def heatmap(values: Sequence[Sequence[float | None]], rows: Sequence[str], colum
     """A matplotlib figure of a matrix of fractions, annotated in percent."""
     plt = _pyplot()
     data = [[float("nan") if v is None else 100 * v for v in row] for row in values]
-    figure, axes = plt.subplots(figsize=(1.0 + 0.6 * max(len(columns), 3), 1.0 + 0.45 * max(len(rows), 3)))
+    figure, axes = plt.subplots(figsize=(3.5 + 0.6 * max(len(columns), 3), 1.5 + 0.45 * max(len(rows), 3)))
     image = axes.imshow(data, vmin=0, vmax=100, cmap="viridis")
     axes.set_xticks(range(len(columns)), columns)
     axes.set_yticks(range(len(rows)), rows)
