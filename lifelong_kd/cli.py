@@ -342,6 +342,10 @@ def command_run(args: argparse.Namespace) -> int:
     print("accuracy matrix (%):")
     print(format_matrix(results["accuracy_matrix"]))
     print(format_metrics(results["metrics"]))
+    robustness = results.get("robustness")
+    if robustness:
+        keys = ("clean_accuracy", "mean_corrupted_accuracy", "relative_robustness", "corrupted_forgetting")
+        print("robustness: " + format_metrics({k: robustness.get(k) for k in keys}))
     if "summary" in results:
         from lifelong_kd.compression_run import format_summary
 
