@@ -16,6 +16,7 @@ from lifelong_kd.evaluation.evaluator import accuracy
 from lifelong_kd.pipeline import seed_everything
 from lifelong_kd.strategies.compress import Compress
 from tests.strategies.helpers import one_thread
+from tests.helpers import CrashAfter
 
 CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.05, progress=False)
 
@@ -72,23 +73,6 @@ def test_results_hold_the_student_on_top_and_one_section_per_model(tmp_path):
         section = document["models"][name]
         assert len(section["accuracy_matrix"]) == len(stream)
         assert section["robustness"]["relative_robustness"] is not None
-
-
-class CrashAfter:
-    """Interrupts the run once the given experience of the student was reported."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def log_config(self, config):
-        pass
-
-    def log_report(self, report):
-        if report.step == self.step:
-            raise KeyboardInterrupt
-
-    def close(self):
-        pass
 
 
 def test_resume_after_a_crash_ends_with_the_same_numbers(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from lifelong_kd import Evaluator, Finetune, StreamOptions, TrainConfig, build_model, build_stream, run
 from lifelong_kd.pipeline import CHECKPOINT, ResumeError, seed_everything
 from lifelong_kd.train import NonFiniteLossError, TrainingSet
+from tests.helpers import CrashAfter
 
 CONFIG = TrainConfig(epochs=3, batch_size=32, lr=0.05, progress=False)
 
@@ -21,23 +22,6 @@ def _stream(scenario: str = "class"):
 def _model(stream):
     seed_everything(0)
     return build_model("mlp:32", stream.input_shape, stream.n_heads, stream.n_outputs)
-
-
-class CrashAfter:
-    """A logger that kills the run (KeyboardInterrupt) after a given experience was saved."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def log_config(self, config):
-        pass
-
-    def log_report(self, report):
-        if report.step == self.step:
-            raise KeyboardInterrupt
-
-    def close(self):
-        pass
 
 
 def test_same_seed_gives_the_same_numbers():
