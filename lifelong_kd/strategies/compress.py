@@ -166,9 +166,10 @@ class Compress(Strategy):
 
     def _teacher_knowledge(self) -> Knowledge:
         """What the large teacher is distilled on: everything learned up to the current experience."""
-        learned = (self.knowledge_ or Knowledge(self._scenario())).learn(self._current())
+        experience = distill.require_experience(self._experience)
+        learned = (self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))).learn(experience)
         if self.teacher_heads == "current" and learned.scenario == "task":
-            return replace(learned, heads=(self._current().task_id,))
+            return replace(learned, heads=(experience.task_id,))
         return learned
 
     def _outputs(self, key: str, batch: Batch, targets: Any) -> list[Tensor]:
@@ -176,7 +177,7 @@ class Compress(Strategy):
         if batch.augmented:
             return targets(batch.x)
         if key not in self.cache_:
-            self.cache_[key] = distill.cached_outputs(targets, self._current())
+            self.cache_[key] = distill.cached_outputs(targets, distill.require_experience(self._experience))
         return [values[batch.index] for values in self.cache_[key]]
 
     @torch.no_grad()
@@ -210,7 +211,7 @@ class Compress(Strategy):
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Snapshot the student as the next experience's self-teacher; drop the caches."""
         self._step_projection()
-        self.knowledge_ = (self.knowledge_ or Knowledge(self._scenario())).learn(experience)
+        self.knowledge_ = (self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))).learn(experience)
         self.snapshot_, self._snapshot_state, self.cache_ = freeze_copy(model), None, {}
         self._projection_optimizer = None
 
@@ -227,13 +228,3 @@ class Compress(Strategy):
         self._snapshot_state, self._projection_state = state["snapshot"], state["projection"]
         self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
         self.scenario_ = state["scenario"] or self.scenario_
-
-    def _scenario(self) -> str:
-        if self.scenario_ is None:
-            raise RuntimeError("Call strategy.check_stream(stream) before training (pipeline.run does).")
-        return self.scenario_
-
-    def _current(self) -> Experience:
-        if self._experience is None:
-            raise RuntimeError("Call before_experience(model, experience) before computing the loss.")
-        return self._experience

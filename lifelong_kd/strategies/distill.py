@@ -158,6 +158,36 @@ def cached_outputs(
     return [torch.cat(column) for column in zip(*parts, strict=True)]
 
 
+def require_scenario(scenario: str | None) -> str:
+    """The scenario a strategy recorded in ``check_stream``, or a clear error if it was skipped."""
+    if scenario is None:
+        raise RuntimeError("Call strategy.check_stream(stream) before training (pipeline.run does).")
+    return scenario
+
+
+def require_experience(experience: Experience | None) -> Experience:
+    """The current experience, or a clear error if ``before_experience`` was skipped."""
+    if experience is None:
+        raise RuntimeError("Call before_experience(model, experience) before computing the loss.")
+    return experience
+
+
+def lookup_targets(
+    batch: Batch, targets: Callable[[Tensor], list[Tensor]], cache: list[Tensor] | None, experience: Experience | None
+) -> tuple[list[Tensor], list[Tensor] | None]:
+    """A frozen teacher's targets for ``batch``: online on augmented views, else from the cache.
+
+    Returns:
+        ``(values, cache)``: the batch's targets and the cache (filled on first use, over
+        the whole training split of ``experience``); keep the returned cache.
+    """
+    if batch.augmented:
+        return targets(batch.x), cache
+    if cache is None:
+        cache = cached_outputs(targets, require_experience(experience))
+    return [values[batch.index] for values in cache], cache
+
+
 def add_noise(x: Tensor, kind: str, level: float) -> Tensor:
     """Corrupt model inputs for denoising distillation.
 

@@ -125,7 +125,7 @@ class LwF(Strategy):
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Rebuild a restored teacher, drop the old cache, warm up the new head."""
         self._experience, self.cache_ = experience, None
-        self._active_classes = (self.knowledge_ or Knowledge(self._scenario())).learn(experience).n_classes
+        self._active_classes = (self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))).learn(experience).n_classes
         if self.teacher_ is None and self._teacher_state is not None:
             self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
         if self.teacher_ is not None and self.warmup_iterations > 0:
@@ -142,7 +142,7 @@ class LwF(Strategy):
         if self.teacher_ is None or self.knowledge_ is None:
             return output.logits.new_zeros(())
         targets = self.teacher_outputs(batch)
-        alpha = distill.alpha_for(self.alpha, self._current().index)
+        alpha = distill.alpha_for(self.alpha, distill.require_experience(self._experience).index)
         student, teacher = self._distilled(output.all_logits, targets[0])
         loss = alpha * losses.kd_kl(student, teacher, self.temperature, self.scale_t2)
         if self.feature_weight > 0:
@@ -160,11 +160,8 @@ class LwF(Strategy):
 
     def teacher_outputs(self, batch: Batch) -> list[Tensor]:
         """The teacher's selected logits (and features) for ``batch``: cached, or online if augmented."""
-        if batch.augmented:
-            return self._targets(batch.x)
-        if self.cache_ is None:
-            self.cache_ = distill.cached_outputs(self._targets, self._current())
-        return [values[batch.index] for values in self.cache_]
+        values, self.cache_ = distill.lookup_targets(batch, self._targets, self.cache_, self._experience)
+        return values
 
     @torch.no_grad()
     def _targets(self, x: Tensor) -> list[Tensor]:
@@ -175,7 +172,7 @@ class LwF(Strategy):
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Snapshot the trained model as the next experience's teacher."""
-        self.knowledge_ = (self.knowledge_ or Knowledge(self._scenario())).learn(experience)
+        self.knowledge_ = (self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))).learn(experience)
         self.teacher_, self._teacher_state, self.cache_ = freeze_copy(model), None, None
 
     def state_dict(self) -> dict[str, Any]:
@@ -190,13 +187,3 @@ class LwF(Strategy):
         self._teacher_state = state["teacher"]
         self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
         self.scenario_ = state["scenario"] or self.scenario_
-
-    def _scenario(self) -> str:
-        if self.scenario_ is None:
-            raise RuntimeError("Call strategy.check_stream(stream) before training (pipeline.run does).")
-        return self.scenario_
-
-    def _current(self) -> Experience:
-        if self._experience is None:
-            raise RuntimeError("Call before_experience(model, experience) before computing the loss.")
-        return self._experience

@@ -81,7 +81,7 @@ class MultiTeacher(Strategy):
         if not self.teachers_:
             return output.logits.new_zeros(())
         targets = self.teacher_outputs(batch)
-        alpha = distill.alpha_for(self.alpha, self._current().index)
+        alpha = distill.alpha_for(self.alpha, distill.require_experience(self._experience).index)
         knowledge = self.knowledge_ if self.combine == "each" else self.knowledge_[-1:]
         terms = [
             losses.kd_kl(known.select(output.all_logits), target, self.temperature, self.scale_t2)
@@ -91,11 +91,8 @@ class MultiTeacher(Strategy):
 
     def teacher_outputs(self, batch: Batch) -> list[Tensor]:
         """Per-teacher (``each``) or averaged (``average``) targets: cached, or online if augmented."""
-        if batch.augmented:
-            return self._targets(batch.x)
-        if self.cache_ is None:
-            self.cache_ = distill.cached_outputs(self._targets, self._current())
-        return [values[batch.index] for values in self.cache_]
+        values, self.cache_ = distill.lookup_targets(batch, self._targets, self.cache_, self._experience)
+        return values
 
     @torch.no_grad()
     def _targets(self, x: Tensor) -> list[Tensor]:
@@ -124,8 +121,3 @@ class MultiTeacher(Strategy):
         self._teacher_states = list(state["teachers"])
         self.knowledge_ = [Knowledge.from_state(k) for k in state["knowledge"]]
         self.scenario_ = state["scenario"] or self.scenario_
-
-    def _current(self) -> Experience:
-        if self._experience is None:
-            raise RuntimeError("Call before_experience(model, experience) before computing the loss.")
-        return self._experience
