@@ -106,6 +106,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--augment", action=argparse.BooleanOptionalAction, help="random crop + flip (CIFAR)")
     add("--seed", type=int)
     add("--eval-batch-size", type=int)
+    add("--precision", choices=("fp32", "bf16"), help="bf16: bfloat16 autocast, ~2x faster on CPUs with AVX512-BF16/AMX")
     add("--train-size", type=int, help="training samples kept per experience (quick runs)")
     add("--test-size", type=int, help="test samples kept per experience")
     add("--class-order", type=lambda s: tuple(int(c) for c in s.split(",")), help="e.g. 9,8,7,6,5,4,3,2,1,0")

@@ -51,7 +51,7 @@ from lifelong_kd.pipeline import CHECKPOINT, RESULTS, VOLATILE_KEYS, ResumeError
 from lifelong_kd.strategies.base import Strategy
 from lifelong_kd.strategies.compress import Compress
 from lifelong_kd.teacher import freeze_copy
-from lifelong_kd.train import TrainConfig, train_experience
+from lifelong_kd.train import TrainConfig, autocast, train_experience
 
 # Sparsities of the pruning baselines (fractions of weights set to zero; Han et al. 2015
 # report 9-13x fewer weights on AlexNet/VGG, so 0.9 is the usual headline).
@@ -200,9 +200,10 @@ def _train(member: Member, stream: Stream, index: int, config: TrainConfig) -> d
     experience = stream[index]
     seed_everything(config.seed, index)
     start = time.perf_counter()
-    member.strategy.before_experience(member.model, experience)
-    stats = train_experience(member.model, member.strategy, stream, experience, config)
-    member.strategy.after_experience(member.model, experience)
+    with autocast(config.precision):  # evaluation stays float32: int8, pruned and float models compared alike
+        member.strategy.before_experience(member.model, experience)
+        stats = train_experience(member.model, member.strategy, stream, experience, config)
+        member.strategy.after_experience(member.model, experience)
     return {
         "train_seconds": time.perf_counter() - start,
         "loop_seconds": stats["train_seconds"],

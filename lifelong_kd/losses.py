@@ -9,6 +9,9 @@ Shapes: ``B`` is the batch size, ``C`` the number of classes, ``H`` the number o
 dimension. Reductions are "sum over classes, mean over everything else" unless a
 docstring says otherwise.
 
+Low-precision inputs (bfloat16 logits from a ``torch.autocast`` region) are upcast, so every
+loss is computed and returned in float32.
+
 This module imports only torch, so it can be used without the rest of the package.
 """
 
@@ -20,6 +23,11 @@ from torch import Tensor
 
 FEATURE_DISTANCE_KINDS: tuple[str, ...] = ("mse", "l2", "cosine")
 """Valid values for the ``kind`` argument of :func:`feature_distance`."""
+
+
+def _fp32(*tensors: Tensor) -> list[Tensor]:
+    """``tensors`` with float16/bfloat16 ones upcast to float32 (others unchanged)."""
+    return [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors]
 
 
 def _check_temperature(temperature: float) -> None:
@@ -93,6 +101,7 @@ def kd_kl(
     """
     _check_temperature(temperature)
     _check_logits(student_logits, teacher_logits)
+    student_logits, teacher_logits = _fp32(student_logits, teacher_logits)
     classes = student_logits.shape[-1]
     student_log_probs = F.log_softmax(student_logits.reshape(-1, classes) / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(
@@ -140,6 +149,7 @@ def soft_cross_entropy(
     """
     _check_temperature(temperature)
     _check_logits(student_logits, teacher_logits)
+    student_logits, teacher_logits = _fp32(student_logits, teacher_logits)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
     teacher_probs = F.softmax(teacher_logits.detach() / temperature, dim=-1)
     cross_entropy = -(teacher_probs * student_log_probs).sum(dim=-1).mean()
@@ -237,6 +247,7 @@ def feature_distance(
             f"features need a batch axis, shape (B, D) or (B, ...), got "
             f"{tuple(student_features.shape)}."
         )
+    student_features, teacher_features = _fp32(student_features, teacher_features)
     student = student_features.flatten(start_dim=1)
     teacher = teacher_features.detach().flatten(start_dim=1)
     if kind == "mse":
@@ -272,5 +283,6 @@ def entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """
     _check_temperature(temperature)
     _check_logits(logits, logits)
+    (logits,) = _fp32(logits)
     log_probs = F.log_softmax(logits / temperature, dim=-1)
     return -(log_probs.exp() * log_probs).sum(dim=-1).mean()

@@ -28,7 +28,7 @@ from lifelong_kd.files import save_torch_atomic, write_atomic
 from lifelong_kd.evaluation.report import EvalReport, json_safe
 from lifelong_kd.loggers.base import Logger
 from lifelong_kd.strategies.base import Strategy
-from lifelong_kd.train import TrainConfig, train_experience
+from lifelong_kd.train import TrainConfig, autocast, train_experience
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
@@ -150,7 +150,8 @@ def run(
     if folder is not None and resume and (folder / CHECKPOINT).exists():
         load(folder, state, model, strategy, evaluator)
     elif state.finished == 0:
-        evaluator.measure_initial(model, stream)
+        with autocast(config.precision):
+            evaluator.measure_initial(model, stream)
     for logger in loggers:
         logger.log_config(state.record)
     for experience in stream.experiences[state.finished :]:
@@ -172,11 +173,12 @@ def _run_experience(
     experience = stream[index]
     seed_everything(config.seed, index)
     start = time.perf_counter()
-    strategy.before_experience(model, experience)
-    stats = train_experience(model, strategy, stream, experience, config)
-    strategy.after_experience(model, experience)
-    train_seconds = time.perf_counter() - start
-    report = evaluator.evaluate(model, stream, index)
+    with autocast(config.precision):
+        strategy.before_experience(model, experience)
+        stats = train_experience(model, strategy, stream, experience, config)
+        strategy.after_experience(model, experience)
+        train_seconds = time.perf_counter() - start
+        report = evaluator.evaluate(model, stream, index)
     timing = {
         "train_seconds": train_seconds,
         "loop_seconds": stats["train_seconds"],

@@ -397,3 +397,16 @@ def test_teacher_input_receives_no_gradient(name):
     TEACHER_INPUT_FUNCTIONS[name](student, teacher).backward()
     assert teacher.grad is None
     assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["kd_kl", "soft_cross_entropy", "feature_distance", "entropy"])
+def test_bfloat16_inputs_are_computed_in_float32(name):
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 10), torch.randn(8, 10)
+    low = [t.to(torch.bfloat16) for t in (student, teacher)]
+    function = getattr(losses, name)
+    args = low[:1] if name == "entropy" else low
+    value = function(*args)
+    expected = function(*[t.float() for t in args])
+    assert value.dtype == torch.float32
+    assert torch.equal(value, expected)

@@ -48,3 +48,29 @@ def test_auto_picks_mlp_for_grayscale_and_resnet_for_colour():
 def test_bad_specs_are_rejected_with_a_hint(spec):
     with pytest.raises(ValueError, match="mlp"):
         build_model(spec, (1, 8, 8))
+
+
+def test_conv_models_are_channels_last_and_compute_what_nchw_computes():
+    torch.manual_seed(0)
+    fast = build_model("convnet:8", (3, 32, 32), 2, 5)
+    plain = build_model("convnet:8", (3, 32, 32), 2, 5, channels_last=False)
+    plain.load_state_dict(fast.state_dict())
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert next(m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous()
+    x = torch.randn(4, 3, 32, 32)
+    fast.eval(), plain.eval()
+    assert torch.allclose(fast.all_logits(x), plain.all_logits(x), atol=1e-5)
+
+
+def test_inference_batch_size_is_large_for_mlps_small_for_convnets_and_keeps_the_mode():
+    from lifelong_kd.models import inference_batch_size
+
+    mlp = build_model("mlp:1000,1000", (1, 28, 28), 1, 10)
+    conv = build_model("convnet:32", (3, 32, 32), 5, 2)
+    assert inference_batch_size(mlp, (1, 28, 28)) == 1024
+    size = inference_batch_size(conv, (3, 32, 32))
+    assert size == 32  # widest activation 32 x 32 x 32 = 2**15 elements; budget 2**20
+    assert conv.training and mlp.training
+    assert inference_batch_size(conv, (3, 32, 32), budget=2**30) == 1024
+    assert inference_batch_size(conv, (3, 32, 32), budget=1) == 16

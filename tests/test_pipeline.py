@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lifelong_kd import Evaluator, Finetune, StreamOptions, TrainConfig, build_model, build_stream, run
+from lifelong_kd import Evaluator, Finetune, LwF, StreamOptions, TrainConfig, build_model, build_stream, run
 from lifelong_kd.pipeline import CHECKPOINT, ResumeError, seed_everything
 from lifelong_kd.train import NonFiniteLossError, TrainingSet
 from tests.helpers import CrashAfter
@@ -126,3 +126,36 @@ def test_evaluator_records_initial_accuracy_for_forward_transfer():
 def test_bad_training_numbers_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_unknown_precision_is_rejected_with_the_choices():
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        TrainConfig(precision="fp16")
+
+
+class _RecordingLwF(LwF):
+    """LwF that records the dtypes the loop hands it."""
+
+    def __init__(self) -> None:
+        super().__init__(temperature=2.0, alpha=1.0)
+        self.dtypes: set[tuple[torch.dtype, torch.dtype]] = set()
+
+    def loss(self, model, batch, output):
+        value = super().loss(model, batch, output)
+        self.dtypes.add((output.logits.dtype, value.dtype))
+        return value
+
+
+def test_bf16_runs_the_model_in_bfloat16_keeps_losses_float32_and_is_reproducible():
+    stream = _stream("task")
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.05, progress=False, precision="bf16")
+    strategy = _RecordingLwF()
+    a = run(stream, _model(stream), strategy, config=config)
+    b = run(stream, _model(stream), _RecordingLwF(), config=config)
+    fp32 = run(stream, _model(stream), _RecordingLwF(), config=CONFIG)
+    assert {logits for logits, _ in strategy.dtypes} == {torch.bfloat16}
+    assert (torch.bfloat16, torch.float32) in strategy.dtypes  # the distillation term, from the second experience
+    assert a["accuracy_matrix"] == b["accuracy_matrix"]
+    assert a["accuracy_matrix"] != fp32["accuracy_matrix"]  # bf16 really changed the arithmetic
+    assert abs(a["metrics"]["average_accuracy"] - fp32["metrics"]["average_accuracy"]) < 0.05
+    assert min(a["accuracy_matrix"][i][i] for i in range(len(stream))) > 0.85

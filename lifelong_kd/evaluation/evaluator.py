@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation import compression, metrics
 from lifelong_kd.evaluation.compression import CompressionStats
 from lifelong_kd.evaluation.report import EvalReport
 from lifelong_kd.evaluation.robustness import RobustnessProbe
+from lifelong_kd.models import inference_batch_size
 
 
 @contextmanager
@@ -48,7 +50,8 @@ class Evaluator:
     """Evaluates a model on every experience of a stream after each training step.
 
     Args:
-        batch_size: Samples per inference batch.
+        batch_size: Samples per inference batch; None picks one per model
+            (:func:`lifelong_kd.models.inference_batch_size`: 1024 for MLPs, 32-64 for ConvNets).
         forgetting_definition: ``"max"`` (Chaudhry et al. 2018, ours) or ``"avalanche"``.
         shifts: Corruption names for robustness (empty: no robustness evaluation).
         severities: Corruption severities (1..5).
@@ -67,7 +70,7 @@ class Evaluator:
 
     def __init__(
         self,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         forgetting_definition: str = "max",
         shifts: Sequence[str] = (),
         severities: Sequence[int] = (1, 2, 3, 4, 5),
@@ -98,7 +101,8 @@ class Evaluator:
 
     def row(self, model: nn.Module, stream: Stream) -> list[float]:
         """Accuracy on every experience's test set."""
-        return [accuracy(model, experience, self.batch_size) for experience in stream]
+        batch_size = self.batch_size or inference_batch_size(model, stream.input_shape)
+        return [accuracy(model, experience, batch_size) for experience in stream]
 
     def measure_initial(self, model: nn.Module, stream: Stream) -> None:
         """Record a randomly initialised model's accuracy per experience (the FWT baseline)."""
@@ -108,10 +112,13 @@ class Evaluator:
         """Evaluate after training experience ``step``; appends row ``step`` of R."""
         start = time.perf_counter()
         with eval_mode(model):
-            self.rows_ = self.rows_[:step] + [self.row(model, stream)]
+            with record_function("lkd.evaluate.clean"):
+                self.rows_ = self.rows_[:step] + [self.row(model, stream)]
             summary = metrics.summarize(self.rows_, self.initial_, self.forgetting_definition)
-            robustness = self._robustness(model, stream, step)
-            sizes = self._compression(model, stream, summary["average_accuracy"])
+            with record_function("lkd.evaluate.robustness"):
+                robustness = self._robustness(model, stream, step)
+            with record_function("lkd.evaluate.compression"):
+                sizes = self._compression(model, stream, summary["average_accuracy"])
         return EvalReport(
             step=step,
             accuracy_matrix=tuple(tuple(r) for r in self.rows_),

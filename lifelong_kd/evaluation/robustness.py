@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from lifelong_kd.data import shifts
 from lifelong_kd.data.stream import Experience, Stream
+from lifelong_kd.models import inference_batch_size
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,11 @@ class RobustnessProbe:
         samples: Test samples per experience (None: all). 256 keeps the default suite's
             cost below one experience of permuted-MNIST training.
         seed: Seed of the subsample and of the random corruptions.
-        batch_size: Inference batch size.
+        batch_size: Inference batch size (None: :func:`lifelong_kd.models.inference_batch_size`).
     """
 
     def __init__(
-        self, names: Sequence[str], severities: Sequence[int] = (1, 2, 3, 4, 5), samples: int | None = 256, seed: int = 0, batch_size: int = 1024
+        self, names: Sequence[str], severities: Sequence[int] = (1, 2, 3, 4, 5), samples: int | None = 256, seed: int = 0, batch_size: int | None = None
     ) -> None:
         self.names = tuple(names)
         self.severities = tuple(severities)
@@ -141,7 +142,8 @@ class RobustnessProbe:
         """Clean and corrupted accuracy per experience, plus the summary over seen experiences."""
         stacked = self._ensure(stream)
         n_blocks = 1 + len(self.names) * len(self.severities)
-        per_experience = [block_accuracies(model, e, stacked[e.index], n_blocks, self.batch_size) for e in stream]
+        batch_size = self.batch_size or inference_batch_size(model, stream.input_shape)
+        per_experience = [block_accuracies(model, e, stacked[e.index], n_blocks, batch_size) for e in stream]
         clean = [blocks[0] for blocks in per_experience]
         grid: dict[str, dict[int, list[float]]] = {name: {} for name in self.names}
         for k, (name, severity) in enumerate((n, s) for n in self.names for s in self.severities):

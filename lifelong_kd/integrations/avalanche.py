@@ -662,7 +662,7 @@ def run_avalanche(
         The ``results.json`` document, as :func:`lifelong_kd.pipeline.run` returns it.
     """
     from lifelong_kd.pipeline import RESULTS, RunState, seed_everything, write_atomic
-    from lifelong_kd.train import make_optimizer
+    from lifelong_kd.train import autocast, make_optimizer
 
     if config.augment or config.iterations is not None:
         raise ValueError("--engine avalanche supports --epochs only (no --augment, no --iterations).")
@@ -676,7 +676,8 @@ def run_avalanche(
         seed_everything(config.seed, experience.current_experience)
         template.optimizer = make_optimizer(model, config)
         start = time.perf_counter()
-        template.train(experience, num_workers=0)
+        with autocast(config.precision):
+            template.train(experience, num_workers=0)
         report = metric.reports_[-1]
         state.reports.append(report.to_dict())
         state.timing.append(_timing(time.perf_counter() - start, report, len(experience.dataset) * config.epochs))
@@ -694,13 +695,14 @@ def _naive(model: nn.Module, plugin: LifelongKDPlugin, metric: LifelongKDMetric,
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.supervised import Naive
 
+    from lifelong_kd.models import inference_batch_size
     from lifelong_kd.train import make_optimizer
 
     with warnings.catch_warnings():  # "No loggers specified": our loggers read the reports instead
         warnings.filterwarnings("ignore", message="No loggers specified")
         return Naive(
             model=TaskAwareClassifier(model), optimizer=make_optimizer(model, config), criterion=nn.CrossEntropyLoss(),
-            train_mb_size=config.batch_size, train_epochs=config.epochs, eval_mb_size=config.eval_batch_size,
+            train_mb_size=config.batch_size, train_epochs=config.epochs, eval_mb_size=config.eval_batch_size or inference_batch_size(model, metric.stream.input_shape),
             plugins=[plugin], evaluator=EvaluationPlugin(metric, loggers=list(loggers)),
         )
 

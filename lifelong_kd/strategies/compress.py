@@ -147,14 +147,14 @@ class Compress(Strategy):
         loss = (self.label_weight - 1.0) * F.cross_entropy(output.logits, batch.y)
         if self._uses_teacher():
             known = self._teacher_knowledge()
-            targets = self._outputs("teacher", batch, lambda x: self._teacher_targets(x, known))
+            targets = self._outputs("teacher", batch, lambda x: self._teacher_targets(x, known), self.big_teacher_)
             if self.teacher_weight > 0:
                 loss = loss + self.teacher_weight * self._kd(known.select(output.all_logits), targets[0])
             if self.hint_weight > 0:
                 projected = self._projection(output.features, targets[1])(output.features)
                 loss = loss + self.hint_weight * losses.feature_distance(projected, targets[1], self.hint_distance)
         if self.snapshot_ is not None and self.knowledge_ is not None and self.self_weight > 0:
-            targets = self._outputs("snapshot", batch, self._snapshot_targets)
+            targets = self._outputs("snapshot", batch, self._snapshot_targets, self.snapshot_)
             loss = loss + self.self_weight * self._kd(self.knowledge_.select(output.all_logits), targets[0])
         return loss
 
@@ -172,12 +172,12 @@ class Compress(Strategy):
             return replace(learned, heads=(experience.task_id,))
         return learned
 
-    def _outputs(self, key: str, batch: Batch, targets: Any) -> list[Tensor]:
+    def _outputs(self, key: str, batch: Batch, targets: Any, teacher: nn.Module) -> list[Tensor]:
         """A teacher's outputs for ``batch``: cached per experience, or online if augmented."""
         if batch.augmented:
             return targets(batch.x)
         if key not in self.cache_:
-            self.cache_[key] = distill.cached_outputs(targets, distill.require_experience(self._experience))
+            self.cache_[key] = distill.cached_outputs(targets, distill.require_experience(self._experience), teacher)
         return [values[batch.index] for values in self.cache_[key]]
 
     @torch.no_grad()

@@ -17,13 +17,14 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from lifelong_kd.data.stream import Batch, Experience, model_inputs
+from lifelong_kd.models import inference_batch_size
 from lifelong_kd.teacher import freeze_copy
 
 NOISE_KINDS = ("none", "gaussian", "dropout")
 # Samples per teacher forward when filling a cache (inference only, so large is cheap).
-CACHE_BATCH_SIZE = 1024
 # Minibatch of the head warm-up (the loop's default, van de Ven et al. 2019).
 WARMUP_BATCH_SIZE = 128
 
@@ -142,20 +143,24 @@ def rebuild_teacher(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
 
 @torch.no_grad()
 def cached_outputs(
-    targets: Callable[[Tensor], list[Tensor]], experience: Experience, batch_size: int = CACHE_BATCH_SIZE
+    targets: Callable[[Tensor], list[Tensor]], experience: Experience, teacher: nn.Module | None = None, batch_size: int | None = None
 ) -> list[Tensor]:
     """Run ``targets`` over ``experience``'s whole training split, in order.
 
     Args:
         targets: Maps model inputs (B, C, H, W) to a list of per-sample tensors (B, ...).
         experience: The experience whose training split is read (clean, un-augmented views).
-        batch_size: Samples per forward pass.
+        teacher: The model ``targets`` runs, to size the batches (:func:`~lifelong_kd.models.inference_batch_size`).
+        batch_size: Samples per forward pass (None: from ``teacher``, or 1024 without one).
 
     Returns:
         One tensor per output of ``targets``, indexed by position in ``experience.train``.
     """
-    parts = [targets(x) for x, _ in model_inputs(experience, "train", batch_size)]
-    return [torch.cat(column) for column in zip(*parts, strict=True)]
+    if batch_size is None:
+        batch_size = inference_batch_size(teacher, experience.train.x.shape[1:]) if teacher is not None else 1024
+    with record_function("lkd.teacher_cache"):
+        parts = [targets(x) for x, _ in model_inputs(experience, "train", batch_size)]
+        return [torch.cat(column) for column in zip(*parts, strict=True)]
 
 
 def require_scenario(scenario: str | None) -> str:
@@ -173,9 +178,15 @@ def require_experience(experience: Experience | None) -> Experience:
 
 
 def lookup_targets(
-    batch: Batch, targets: Callable[[Tensor], list[Tensor]], cache: list[Tensor] | None, experience: Experience | None
+    batch: Batch,
+    targets: Callable[[Tensor], list[Tensor]],
+    cache: list[Tensor] | None,
+    experience: Experience | None,
+    teacher: nn.Module | None = None,
 ) -> tuple[list[Tensor], list[Tensor] | None]:
     """A frozen teacher's targets for ``batch``: online on augmented views, else from the cache.
+
+    ``teacher`` (the model ``targets`` runs) sizes the cache's inference batches.
 
     Returns:
         ``(values, cache)``: the batch's targets and the cache (filled on first use, over
@@ -184,7 +195,7 @@ def lookup_targets(
     if batch.augmented:
         return targets(batch.x), cache
     if cache is None:
-        cache = cached_outputs(targets, require_experience(experience))
+        cache = cached_outputs(targets, require_experience(experience), teacher)
     return [values[batch.index] for values in cache], cache
 
 

@@ -160,7 +160,7 @@ class LwF(Strategy):
 
     def teacher_outputs(self, batch: Batch) -> list[Tensor]:
         """The teacher's selected logits (and features) for ``batch``: cached, or online if augmented."""
-        values, self.cache_ = distill.lookup_targets(batch, self._targets, self.cache_, self._experience)
+        values, self.cache_ = distill.lookup_targets(batch, self._targets, self.cache_, self._experience, self.teacher_)
         return values
 
     @torch.no_grad()

@@ -91,7 +91,7 @@ class MultiTeacher(Strategy):
 
     def teacher_outputs(self, batch: Batch) -> list[Tensor]:
         """Per-teacher (``each``) or averaged (``average``) targets: cached, or online if augmented."""
-        values, self.cache_ = distill.lookup_targets(batch, self._targets, self.cache_, self._experience)
+        values, self.cache_ = distill.lookup_targets(batch, self._targets, self.cache_, self._experience, self.teachers_[-1])
         return values
 
     @torch.no_grad()

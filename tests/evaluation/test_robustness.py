@@ -58,3 +58,12 @@ def test_corrupted_sets_are_deterministic_given_the_seed(trained):
 def test_bad_severity_is_rejected():
     with pytest.raises(ValueError, match="1..5"):
         RobustnessProbe(("contrast",), (0, 6))
+
+
+def test_automatic_inference_batch_gives_the_same_numbers_as_a_fixed_one(trained):
+    stream, model, _ = trained
+    automatic = Evaluator(shifts=("contrast",), severities=(2,), robustness_samples=None, compression=False)
+    fixed = Evaluator(batch_size=7, shifts=("contrast",), severities=(2,), robustness_samples=None, compression=False)
+    a, b = automatic.evaluate(model, stream, 4), fixed.evaluate(model, stream, 4)
+    assert a.accuracy_matrix == b.accuracy_matrix
+    assert a.robustness["grid"] == b.robustness["grid"]
