@@ -192,8 +192,24 @@ def latest(records: list[dict], quick: bool) -> list[dict]:
     return list(chosen.values())
 
 
+IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+
+
+def draw_curves(suite_name: str, records: list[dict]) -> str:
+    """Average-accuracy and forgetting curves of every method (mean over seeds) -> docs/images; the file name."""
+    from lifelong_kd.files import write_atomic
+    from lifelong_kd.loggers.figures import figure_png, method_curves_figure
+
+    matrices = {m: [r["accuracy_matrix"] for r in records if r["method"] == m] for m in METHODS}
+    seeds = sorted({r["seed"] for r in records})
+    title = f"{suite_name}: mean over seeds {','.join(map(str, seeds))}"
+    name = f"{suite_name.replace('-', '_')}_curves.png"
+    write_atomic(IMAGES / name, figure_png(method_curves_figure({m: v for m, v in matrices.items() if v}, title)))
+    return name
+
+
 def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> str:
-    """Our section of docs/results.md."""
+    """Our section of docs/results.md (draws the curves figure it links to)."""
     suite = SUITES[suite_name]
     first = records[0]
     data = "CIFAR-10 **JPEG copy** (`../shared/data/cifar10-jpeg`)" if suite.benchmark == "split-cifar10" else "real MNIST"
@@ -206,9 +222,18 @@ def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> s
         f"{', random crop + flip' if suite.augment else ''}; the same budget for every method. Robustness: default "
         f"corruption suite (8 corruptions x severities 1-5, {args.robustness_samples} test images per experience). "
         f"Hardware: {hardware()}; total wall time {wall:.0f} min.\n\n"
-        f"{table(records, suite.published)}\n\nCommands (`python benchmarks/run.py {suite_name}` runs them all):\n\n"
+        f"{table(records, suite.published)}\n\n"
+        f"Average accuracy on the experiences seen so far and forgetting after each experience, per method "
+        f"(mean over seeds):\n\n![{suite_name} curves](images/{draw_curves(suite_name, records)})\n\n"
+        f"{notes(suite_name)}Commands (`python benchmarks/run.py {suite_name}` runs them all):\n\n"
         f"```\n{commands}\n```\n"
     )
+
+
+def notes(suite_name: str) -> str:
+    """The hand-written reading of a suite's table (``benchmarks/notes/<suite>.md``), kept across rewrites."""
+    path = Path(__file__).resolve().parent / "notes" / f"{suite_name}.md"
+    return path.read_text().rstrip() + "\n\n" if path.exists() else ""
 
 
 ROBUSTNESS_HEADING = "## Robustness under distribution shift"

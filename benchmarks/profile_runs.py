@@ -18,10 +18,14 @@ Three variants run side by side:
 For every variant the script reports:
 
 * training samples/s of the minibatch loop, evaluation seconds and end-to-end wall time;
-* the **model-step floor**: samples/s of the same model's forward + backward + SGD step on
-  one random batch held in memory, in a tight loop (no data pipeline, no strategy), and of the
-  bare matmuls/convolutions (``torch.utils.flop_counter.FlopCounterMode`` gives the FLOPs per
-  sample; the machine's throughput on those shapes is measured with the layers alone);
+* the **LwF-step floor**: samples/s of what one LwF step must compute at least, the student's
+  forward + backward + SGD step plus one forward of a frozen teacher copy, on one batch held in
+  memory, in a tight loop (no data pipeline, no loss beyond cross-entropy); and the **layers
+  floor**: the same work done by the bare matmul/convolution layers alone at the model's shapes
+  (forward + backward of each, plus the teacher's forward), i.e. the machine's measured
+  matmul/convolution throughput on this model. FLOPs per sample come from
+  ``torch.utils.flop_counter.FlopCounterMode``. The first experience has no teacher, so both
+  fractions are slightly conservative;
 * the loop's share of both floors;
 * the phase breakdown from ``torch.profiler`` over the second experience (the one with a
   teacher): data (gather, augmentation, normalisation), forward, loss (cross-entropy plus the
@@ -57,6 +61,7 @@ from results_doc import DEFAULT_DATA, OUTPUT, hardware, markdown_table, write_se
 
 from lifelong_kd import Evaluator, LwF, StreamOptions, TrainConfig, build_model, build_stream  # noqa: E402
 from lifelong_kd.pipeline import run, seed_everything  # noqa: E402
+from lifelong_kd.teacher import freeze_copy  # noqa: E402
 from lifelong_kd.train import autocast, forward, make_optimizer, train_experience  # noqa: E402
 
 HEADING = "## Profile of full runs"
@@ -145,8 +150,12 @@ def floors(workload: Workload, stream: Any, variant: str, seed: int) -> dict[str
     y = experience.train.y[: workload.batch_size]
     task = torch.full_like(y, experience.task_id)
 
+    teacher = freeze_copy(model)
+
     def model_step() -> None:
         with autocast(precision):
+            with torch.no_grad():
+                teacher(x, task)
             logits = model(x, task)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -156,22 +165,28 @@ def floors(workload: Workload, stream: Any, variant: str, seed: int) -> dict[str
     counter = FlopCounterMode(display=False)
     with counter:
         model_step()
+    with FlopCounterMode(display=False) as teacher_counter, torch.no_grad():
+        teacher(x, task)
     flops_per_sample = counter.get_total_flops() / len(y)
+    teacher_flops_per_sample = teacher_counter.get_total_flops() / len(y)
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     inputs = _layer_inputs(model, layers, x, task)
     copies = [(layer.to(dtype) if precision == "bf16" else layer, inp.to(dtype).requires_grad_(True)) for layer, inp in
               ((_copy(layer), inp) for layer, inp in zip(layers, inputs, strict=True))]
 
-    def layers_step() -> None:  # forward + backward of each matmul/conv layer alone, at the model's shapes
+    def layers_step() -> None:  # each matmul/conv layer alone at the model's shapes: teacher forward, student fwd+bwd
         for layer, inp in copies:
+            with torch.no_grad():
+                layer(inp)
             out = layer(inp)
             out.backward(torch.ones_like(out))
 
     return {
-        "model_step_samples_per_second": time_loop(model_step, len(y)),
+        "model_step_samples_per_second": time_loop(model_step, len(y)),  # LwF step: teacher forward + student step
         "layers_samples_per_second": time_loop(layers_step, len(y)),
-        "train_flops_per_sample": flops_per_sample,
+        "train_flops_per_sample": flops_per_sample,  # teacher forward + student forward/backward
+        "teacher_flops_per_sample": teacher_flops_per_sample,
     }
 
 
@@ -249,7 +264,9 @@ def measure(workload: Workload, stream: Any, variant: str, seed: int) -> dict[st
     found.update(floors(workload, stream, variant, seed))
     found["fraction_of_model_step"] = found["loop_samples_per_second"] / found["model_step_samples_per_second"]
     found["fraction_of_layers"] = found["loop_samples_per_second"] / found["layers_samples_per_second"]
-    found["loop_gflops"] = found["loop_samples_per_second"] * found["train_flops_per_sample"] / 1e9
+    first = per[0]["samples"]  # the first experience has no teacher
+    flops = samples * found["train_flops_per_sample"] - first * found["teacher_flops_per_sample"]
+    found["loop_gflops"] = flops / loop / 1e9
     found["phases"] = phase_profile(workload, stream, variant, seed)
     return found
 
@@ -269,8 +286,8 @@ def tables(record: dict[str, Any]) -> str:
             phase_rows.append([name, variant, *(f"{100 * phases.get(p, 0.0) / total:.0f}%" for p in (*PHASES, "lkd.evaluate")),
                                f"{total:.1f}"])
     throughput = markdown_table(
-        ["workload", "variant", "wall s", "loop s", "eval s", "loop samples/s", "model-step floor", "layers floor",
-         "of model step", "of layers", "loop GFLOP/s", "avg acc %"], rows)
+        ["workload", "variant", "wall s", "loop s", "eval s", "loop samples/s", "LwF-step floor", "layers floor",
+         "of LwF step", "of layers", "loop GFLOP/s", "avg acc %"], rows)
     breakdown = markdown_table(
         ["workload", "variant", "data", "forward", "loss", "backward", "optimizer", "teacher cache", "evaluation", "profiled s"],
         phase_rows)

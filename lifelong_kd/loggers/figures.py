@@ -1,4 +1,4 @@
-"""Heatmap figures of the accuracy matrix and the robustness grid, and a PNG logger."""
+"""Figures: heatmaps of the accuracy matrix and the robustness grid, forgetting curves, and a PNG logger."""
 
 from __future__ import annotations
 
@@ -45,6 +45,56 @@ def accuracy_matrix_figure(matrix: Sequence[Sequence[float | None]]):  # noqa: A
     return heatmap(matrix, rows, columns, "Accuracy matrix", "tested on", "trained up to")
 
 
+def forgetting_curves_figure(matrix: Sequence[Sequence[float | None]]):  # noqa: ANN201
+    """Accuracy on each experience from the step it was learned on: one line per column of R.
+
+    A line that falls after its first point is forgetting; the dashed line is the average
+    accuracy over the experiences seen so far.
+    """
+    from lifelong_kd.evaluation import metrics
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    steps = list(range(len(matrix)))
+    for j, curve in metrics.accuracy_curves(matrix).items():
+        if j < len(matrix):
+            axes.plot(steps[j:], [100 * v for v in curve[j:]], marker="o", markersize=3, label=f"E{j}")
+    average = [100 * metrics.average_accuracy(matrix, t) for t in steps]
+    axes.plot(steps, average, color="black", linestyle="--", label="average")
+    axes.set(title="Accuracy on each experience", xlabel="after training experience", ylabel="accuracy (%)", ylim=(0, 100))
+    axes.set_xticks(steps, [f"E{t}" for t in steps])
+    axes.legend(fontsize=7, ncol=2, loc="lower left")
+    figure.tight_layout()
+    return figure
+
+
+def method_curves_figure(matrices: Mapping[str, Sequence[Sequence[Sequence[float | None]]]], title: str):  # noqa: ANN201
+    """Average accuracy and forgetting after each experience, one line per method (mean over runs).
+
+    Args:
+        matrices: ``{method: [accuracy matrix of each seed]}``.
+        title: Figure title (say which benchmark and budget).
+    """
+    import numpy as np
+
+    from lifelong_kd.evaluation import metrics
+
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for method, runs in matrices.items():
+        steps = list(range(len(runs[0])))
+        accuracy = np.mean([[metrics.average_accuracy(m, t) for t in steps] for m in runs], axis=0)
+        forgetting = np.mean([[metrics.forgetting(m, t) for t in steps[1:]] for m in runs], axis=0)
+        left.plot(steps, 100 * accuracy, marker="o", markersize=3, label=method)
+        right.plot(steps[1:], 100 * forgetting, marker="o", markersize=3, label=method)
+    left.set(title="Average accuracy on seen experiences", xlabel="after training experience", ylabel="accuracy (%)")
+    right.set(title="Forgetting (Chaudhry et al. 2018)", xlabel="after training experience", ylabel="forgetting (points)")
+    left.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 def robustness_figure(robustness: Mapping[str, Any], step: int):  # noqa: ANN201
     """Heatmap of mean accuracy over seen experiences per corruption (rows) x severity (columns)."""
     grid = robustness["grid"]
@@ -66,7 +116,7 @@ def figure_png(figure: Any) -> bytes:
 
 
 class FigureLogger:
-    """Writes ``accuracy_matrix.png`` (and ``robustness.png``) into the run folder after each report."""
+    """Writes ``accuracy_matrix.png``, ``forgetting_curves.png`` (and ``robustness.png``) into the run folder after each report."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -77,6 +127,7 @@ class FigureLogger:
     def log_report(self, report: EvalReport) -> None:
         """Redraw the figures atomically."""
         write_atomic(self.folder / "accuracy_matrix.png", figure_png(accuracy_matrix_figure(report.accuracy_matrix)))
+        write_atomic(self.folder / "forgetting_curves.png", figure_png(forgetting_curves_figure(report.accuracy_matrix)))
         if report.robustness:
             write_atomic(self.folder / "robustness.png", figure_png(robustness_figure(report.robustness, report.step)))
 

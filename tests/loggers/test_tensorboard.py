@@ -64,6 +64,7 @@ def test_heatmaps_and_config_text_are_logged(run_dir):
     assert {"accuracy_matrix", "robustness_grid"} <= set(accumulator.Tags()["images"])
     assert "config" in " ".join(accumulator.Tags()["tensors"])
     assert (run_dir / "accuracy_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "forgetting_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _free_port() -> int:
