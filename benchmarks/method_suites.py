@@ -2,7 +2,7 @@
 
 ``split-cifar10``: task scenario, 5 experiences x 2 classes of the **JPEG copy of CIFAR-10**
 in ``../shared/data`` (lossy: absolute accuracies run a little below the original data set).
-Methods: Finetune, Joint, EWC, LwF, LwF + feature distillation, MultiTeacher; the same model,
+Methods: Finetune, Joint, EWC, LwF, LwF + feature distillation, LwF with the T^2 factor, MultiTeacher; the same model,
 optimiser, epochs, augmentation and seeds for all. Published anchors (Buzzega et al. 2020,
 task-IL, full ResNet-18, 50 epochs): SGD 61.02, LwF 63.29, oEWC 68.29, SI 68.05, JOINT 98.31.
 
@@ -38,6 +38,7 @@ METHODS = {
     "EWC": ("ewc", {"ewc_lambda": 100.0}),
     "LwF": ("lwf", {"temperature": 2.0, "alpha": 1.0}),
     "LwF + features": ("lwf", {"temperature": 2.0, "alpha": 1.0, "feature_weight": 1.0}),
+    "LwF, T^2-scaled": ("lwf", {"temperature": 2.0, "alpha": 1.0, "scale_t2": True}),
     "MultiTeacher": ("multi-teacher", {"temperature": 2.0, "alpha": 1.0}),
 }
 
@@ -90,7 +91,8 @@ def config_for(suite_name: str, method: str, seed: int, args: argparse.Namespace
         options = {**options, "ewc_lambda": suite.ewc_lambda}
     model = (args.model or suite.model).replace(":", "").replace(",", "x")
     budget = f"{'quick-' if args.quick else ''}{model}-e{args.epochs}-n{args.train_size or 'all'}"
-    tag = f"{suite_name}-{budget}-{strategy}{'-feat' if 'feature_weight' in options else ''}-s{seed}"
+    variant = ("-feat" if "feature_weight" in options else "") + ("-t2" if options.get("scale_t2") else "")
+    tag = f"{suite_name}-{budget}-{strategy}{variant}-s{seed}"
     return RunConfig(
         benchmark=suite.benchmark,
         scenario=suite.scenario,

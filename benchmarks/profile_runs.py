@@ -294,6 +294,26 @@ def tables(record: dict[str, Any]) -> str:
     return throughput + "\n\nShare of the profiled time of the second experience (training + evaluation), by phase:\n\n" + breakdown
 
 
+def reading(record: dict[str, Any]) -> str:
+    """What changed between the variants, with this run's numbers."""
+    lines = []
+    for name, by_variant in record["workloads"].items():
+        before = by_variant.get("before")
+        if before is None:
+            continue
+        parts = [f"**{name}**: wall {before['wall_seconds']:.0f} s before"]
+        for variant in ("fp32", "bf16"):
+            if variant in by_variant:
+                after = by_variant[variant]
+                parts.append(f"{after['wall_seconds']:.0f} s with {variant} defaults "
+                             f"({before['wall_seconds'] / after['wall_seconds']:.2f}x; loop "
+                             f"{after['loop_samples_per_second'] / before['loop_samples_per_second']:.2f}x, evaluation "
+                             f"{before['eval_seconds'] / max(after['eval_seconds'], 1e-9):.2f}x; average accuracy "
+                             f"{100 * after['average_accuracy']:.2f}% vs {100 * before['average_accuracy']:.2f}%)")
+        lines.append("* " + ", ".join(parts) + ".")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Run every workload in every variant, print the tables, keep the JSON."""
     args = parse_args()
@@ -316,8 +336,10 @@ def main() -> None:
     print(f"results in {out}")
     if args.write_results:
         command = "python benchmarks/profile_runs.py " + " ".join(sys.argv[1:])
+        notes = Path(__file__).resolve().parent / "notes" / "profile.md"
         body = (f"    {command.strip()}\n\n{record['hardware']}; load average {record['load_before'][0]:.1f} before, "
-                f"{record['load_after'][0]:.1f} after.\n\n{text}\n")
+                f"{record['load_after'][0]:.1f} after.\n\n{text}\n\nBefore -> after:\n\n{reading(record)}\n\n"
+                + (notes.read_text() if notes.exists() else ""))
         write_section(HEADING, body)
 
 

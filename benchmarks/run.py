@@ -14,6 +14,8 @@ of ``docs/results.md``; ``--quick`` is the minutes-long smoke run used in CI):
 * ``robustness``: every method under the default corruption suite, both benchmarks
 * ``eval-cost``: what the default robustness suite adds next to one experience of training
 * ``shifts-speed``: seconds per corruption on 10k-image batches
+* ``ewc-fisher``: EWC's Fisher, the linear-layer matmul path against per-sample gradients
+* ``profile``: full permuted-MNIST and split-CIFAR-10 runs against their hardware floors, phase by phase, before/after the fast path
 
 Extra arguments are passed to the suite's script unchanged.
 """
@@ -36,6 +38,8 @@ SUITES = MappingProxyType(
         "robustness": ["method_suites.py", "robustness"],
         "eval-cost": ["eval_cost.py"],
         "shifts-speed": ["shifts_speed.py"],
+        "profile": ["profile_runs.py"],
+        "ewc-fisher": ["ewc_fisher_speed.py"],
     }
 )
 

@@ -17,13 +17,15 @@ FISHER_KINDS = ("true", "empirical", "predicted")
 EWC_MODES = ("separate", "online")
 # Per-sample gradients are computed in chunks holding about this many floats.
 CHUNK_FLOATS = 2**25
+# Samples per chunk when every parameter is in a linear layer (no per-sample gradients are held).
+LINEAR_CHUNK = 1024
 
 
-def _log_likelihood(model: nn.Module, buffers: dict[str, Tensor], task_id: int):  # noqa: ANN202
+def _log_likelihood(model: nn.Module, constants: dict[str, Tensor], task_id: int):  # noqa: ANN202
     """log p(label | x) of one sample as a function of the parameters (for torch.func)."""
 
     def log_likelihood(params: dict[str, Tensor], x: Tensor, label: Tensor) -> Tensor:
-        logits = functional_call(model, (params, buffers), (x.unsqueeze(0), task_id))
+        logits = functional_call(model, (params, constants), (x.unsqueeze(0), task_id))
         return F.log_softmax(logits, dim=-1)[0].gather(0, label.reshape(1)).squeeze(0)
 
     return log_likelihood
@@ -35,7 +37,9 @@ def _squared_grads(per_sample: Any, params: dict[str, Tensor], x: Tensor, labels
     return {name: torch.einsum("n,n...->...", weights, g.pow(2)) for name, g in grads.items()}
 
 
-def diagonal_fisher(model: nn.Module, experience: Experience, kind: str = "true", n_samples: int = 0) -> dict[str, Tensor]:
+def diagonal_fisher(
+    model: nn.Module, experience: Experience, kind: str = "true", n_samples: int = 0, per_sample_only: bool = False
+) -> dict[str, Tensor]:
     r"""Diagonal Fisher information of ``model`` on ``experience``'s training data.
 
     .. math::
@@ -43,35 +47,117 @@ def diagonal_fisher(model: nn.Module, experience: Experience, kind: str = "true"
 
     with ``y`` drawn from the model (``"true"``: exact expectation over the outputs of the
     sample's head, Kirkpatrick et al. 2017), the data set's label (``"empirical"``), or the
-    model's most likely label (``"predicted"``, van de Ven et al. 2019's code). Per-sample
-    gradients come from ``torch.func`` (``vmap`` over ``grad``), in eval mode.
+    model's most likely label (``"predicted"``, van de Ven et al. 2019's code). In eval mode.
+
+    Linear layers (``nn.Linear`` called once per forward on (B, D) inputs: every layer of an
+    MLP and every head) need no per-sample gradients: sample ``n``'s weight gradient is the
+    outer product ``g_n a_n^T`` of the layer's output gradient and input, so
+    ``sum_n w_n (g_n a_n^T)^2 = (w * G^2)^T A^2``, one matmul per batch, with ``G`` from one
+    backward pass of the summed log-likelihoods (samples do not interact in eval mode). Other
+    parameters (convolutions, batch-norm) get per-sample gradients from ``torch.func``
+    (``vmap`` over ``grad``).
 
     Args:
         model: The trained model (a Classifier: ``model(x, task_id)`` gives (B, K) logits).
         experience: Its training split is used (``task_id`` picks the head).
         kind: ``"true"``, ``"empirical"`` or ``"predicted"``.
         n_samples: Random training samples used (0: all).
+        per_sample_only: Use per-sample gradients for every parameter, linear layers too (the
+            slower reference path, for checks and benchmarks).
 
     Returns:
         Parameter name -> Fisher diagonal (same shape as the parameter).
     """
     was_training = model.training
     model.eval()
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    buffers = {name: b.detach() for name, b in model.named_buffers()}
-    per_sample = vmap(grad(_log_likelihood(model, buffers, experience.task_id)), in_dims=(None, 0, 0))
-    size = len(experience.train)
-    index = torch.randperm(size)[: n_samples or size]
-    chunk = max(1, CHUNK_FLOATS // sum(p.numel() for p in params.values()))
-    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
-    for start in range(0, len(index), chunk):
-        part = index[start : start + chunk]
-        x = experience.transform(experience.train.x[part])
-        for labels, weights in _labels_and_weights(model, x, experience, part, kind):
-            for name, value in _squared_grads(per_sample, params, x, labels, weights).items():
-                fisher[name] += value
-    model.train(was_training)
+    try:
+        params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+        probe = experience.transform(experience.train.x[:1])
+        linear = {} if per_sample_only else _plain_linear_layers(model, params, probe, experience.task_id)
+        in_linear = {name for names in linear.values() for name in names if name is not None}
+        rest = {name: p for name, p in params.items() if name not in in_linear}
+        constants = {**{name: b.detach() for name, b in model.named_buffers()}, **{n: params[n] for n in in_linear}}
+        per_sample = vmap(grad(_log_likelihood(model, constants, experience.task_id)), in_dims=(None, 0, 0))
+        size = len(experience.train)
+        index = torch.randperm(size)[: n_samples or size]
+        chunk = max(1, CHUNK_FLOATS // sum(p.numel() for p in rest.values())) if rest else LINEAR_CHUNK
+        fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+        for start in range(0, len(index), chunk):
+            part = index[start : start + chunk]
+            x = experience.transform(experience.train.x[part])
+            pairs = _labels_and_weights(model, x, experience, part, kind)
+            if linear:
+                _add_linear_terms(model, linear, x, experience.task_id, pairs, fisher)
+            if rest:
+                for labels, weights in pairs:
+                    for name, value in _squared_grads(per_sample, rest, x, labels, weights).items():
+                        fisher[name] += value
+    finally:
+        model.train(was_training)
     return {name: value / len(index) for name, value in fisher.items()}
+
+
+def _plain_linear_layers(model: nn.Module, params: dict[str, Tensor], probe: Tensor, task_id: int) -> dict[nn.Module, tuple[str, str | None]]:
+    """Linear layers whose weight gradient is one outer product per sample: called once, on (B, D) inputs.
+
+    Returns:
+        layer -> (weight name, bias name or None), for layers whose parameters are all trained.
+    """
+    names = {id(p): name for name, p in model.named_parameters()}
+    calls: dict[nn.Module, list[int]] = {}
+    hooks = [
+        module.register_forward_hook(lambda m, args, out: calls.setdefault(m, []).append(args[0].dim()) and None)
+        for module in model.modules()
+        if isinstance(module, nn.Linear)
+    ]
+    try:
+        with torch.no_grad():
+            model(probe, task_id)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found = {}
+    for layer, dims in calls.items():
+        weight = names.get(id(layer.weight))
+        bias = names.get(id(layer.bias)) if layer.bias is not None else None
+        if dims == [2] and weight in params and (layer.bias is None or bias in params):
+            found[layer] = (weight, bias)
+    return found
+
+
+def _add_linear_terms(
+    model: nn.Module,
+    layers: dict[nn.Module, tuple[str, str | None]],
+    x: Tensor,
+    task_id: int,
+    pairs: list[tuple[Tensor, Tensor]],
+    fisher: dict[str, Tensor],
+) -> None:
+    """Add ``sum_n w_n (g_n a_n^T)^2`` (and ``sum_n w_n g_n^2`` for biases) of every plain linear layer."""
+    inputs: dict[nn.Module, Tensor] = {}
+    outputs: dict[nn.Module, Tensor] = {}
+
+    def keep(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+        inputs[module], outputs[module] = args[0].detach(), out
+
+    hooks = [layer.register_forward_hook(keep) for layer in layers]
+    try:
+        with torch.enable_grad():
+            log_probs = F.log_softmax(model(x.detach().requires_grad_(True), task_id).float(), dim=-1)
+            order = list(layers)
+            for labels, weights in pairs:
+                total = log_probs.gather(1, labels[:, None]).sum()
+                grads = torch.autograd.grad(total, [outputs[layer] for layer in order], retain_graph=True)
+                with torch.autocast("cpu", enabled=False):  # accumulate in float32, also in a bf16 run
+                    for layer, g in zip(order, grads, strict=True):
+                        weighted = g.float().pow(2) * weights[:, None]
+                        weight_name, bias_name = layers[layer]
+                        fisher[weight_name] += weighted.T @ inputs[layer].float().pow(2)
+                        if bias_name is not None:
+                            fisher[bias_name] += weighted.sum(0)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @torch.no_grad()

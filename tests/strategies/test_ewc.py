@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from lifelong_kd.data.stream import Experience, Split
-from lifelong_kd.strategies.ewc import EWC, diagonal_fisher
+from lifelong_kd.models import build_model
+from lifelong_kd.pipeline import seed_everything
+from lifelong_kd.strategies.ewc import EWC, _plain_linear_layers, diagonal_fisher
 from lifelong_kd.train import forward
 from tests.strategies.helpers import digits, first_batch, small_model, train_through
 
@@ -33,20 +35,48 @@ def _loop_fisher(model, experience, kind):
     return fisher
 
 
+@pytest.mark.parametrize("per_sample_only", [False, True])
 @pytest.mark.parametrize("kind", ["true", "empirical", "predicted"])
 @pytest.mark.parametrize("scenario", ["task", "class"])
-def test_fisher_matches_a_per_sample_loop(kind, scenario):
+def test_fisher_matches_a_per_sample_loop(kind, scenario, per_sample_only):
     stream = digits(scenario)
     model = small_model(stream)
     full = stream[1]
     experience = Experience(1, full.task_id, Split(full.train.x[:12], full.train.y[:12]), full.test, full.classes, full.transform)
-    fisher = diagonal_fisher(model, experience, kind, n_samples=0)
+    fisher = diagonal_fisher(model, experience, kind, n_samples=0, per_sample_only=per_sample_only)
     reference = _loop_fisher(model, experience, kind)
     for name in reference:
         assert torch.allclose(fisher[name], reference[name], atol=1e-7, rtol=1e-4), name
     if scenario == "task":  # only the experience's own head rows carry information
         rows = fisher["head.weight"].view(5, 2, -1)
         assert rows[1].abs().sum() > 0 and rows[0].abs().sum() == 0 and rows[2:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kind", ["true", "empirical"])
+def test_fisher_of_a_batch_norm_convnet_matches_a_per_sample_loop(kind):
+    stream = digits("task")
+    seed_everything(0)
+    model = build_model("convnet:4", stream.input_shape, stream.n_heads, stream.n_outputs)
+    train_through(model, EWC(fisher_samples=0), stream, last=0)  # trained: batch-norm running statistics are not the defaults
+    full = stream[1]
+    experience = Experience(1, full.task_id, Split(full.train.x[:10], full.train.y[:10]), full.test, full.classes, full.transform)
+    fisher = diagonal_fisher(model, experience, kind, n_samples=0)
+    reference = _loop_fisher(model, experience, kind)
+    assert set(fisher) == set(reference)
+    for name in reference:
+        assert torch.allclose(fisher[name], reference[name], atol=1e-7, rtol=1e-4), name
+
+
+def test_linear_layers_take_the_matmul_path_and_the_rest_per_sample_gradients():
+    stream = digits("task")
+    mlp = small_model(stream)
+    seed_everything(0)
+    conv = build_model("convnet:4", stream.input_shape, stream.n_heads, stream.n_outputs)
+    probe = stream[0].transform(stream[0].train.x[:1])
+    for model, expected in ((mlp, {"backbone.1.weight", "backbone.1.bias", "head.weight", "head.bias"}), (conv, {"backbone.16.weight", "backbone.16.bias", "head.weight", "head.bias"})):
+        params = {name: p.detach() for name, p in model.named_parameters()}
+        found = _plain_linear_layers(model, params, probe, 0)
+        assert {name for names in found.values() for name in names} == expected
 
 
 def test_penalty_is_half_lambda_fisher_weighted_squared_distance():
