@@ -38,7 +38,7 @@ METHODS = {
     "EWC": ("ewc", {"ewc_lambda": 100.0}),
     "LwF": ("lwf", {"temperature": 2.0, "alpha": 1.0}),
     "LwF + features": ("lwf", {"temperature": 2.0, "alpha": 1.0, "feature_weight": 1.0}),
-    "LwF, T^2-scaled": ("lwf", {"temperature": 2.0, "alpha": 1.0, "scale_t2": True}),
+    "LwF (T^2)": ("lwf", {"temperature": 2.0, "alpha": 1.0, "scale_t2": True}),
     "MultiTeacher": ("multi-teacher", {"temperature": 2.0, "alpha": 1.0}),
 }
 
@@ -71,7 +71,7 @@ SUITES = {
     ),
     "permuted-mnist": Suite(
         "permuted-mnist", "domain", "mlp:400,400", 1, 128, 0.01, False, 5,
-        "## Permuted-MNIST, six methods (domain scenario)",
+        "## Permuted-MNIST, the same methods (domain scenario)",
         {},
         2000,
     ),
@@ -262,6 +262,8 @@ def robustness_section(quick: bool) -> str:
         "formula applied to the matrix of mean corrupted accuracies: does a method protect robustness on old tasks "
         "too? Produced by `python benchmarks/run.py robustness` from the runs of the two suites.\n\n"
         + markdown_table(headers, rows)
+        + "\n\n"
+        + notes("robustness").rstrip()
     )
 
 

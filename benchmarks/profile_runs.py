@@ -337,7 +337,7 @@ def main() -> None:
     if args.write_results:
         command = "python benchmarks/profile_runs.py " + " ".join(sys.argv[1:])
         notes = Path(__file__).resolve().parent / "notes" / "profile.md"
-        body = (f"    {command.strip()}\n\n{record['hardware']}; load average {record['load_before'][0]:.1f} before, "
+        body = (f"```\n{command.strip()}\n```\n\n{record['hardware']}; load average {record['load_before'][0]:.1f} before, "
                 f"{record['load_after'][0]:.1f} after.\n\n{text}\n\nBefore -> after:\n\n{reading(record)}\n\n"
                 + (notes.read_text() if notes.exists() else ""))
         write_section(HEADING, body)

@@ -89,6 +89,9 @@ def method_curves_figure(matrices: Mapping[str, Sequence[Sequence[Sequence[float
         right.plot(steps[1:], 100 * forgetting, marker="o", markersize=3, label=method)
     left.set(title="Average accuracy on seen experiences", xlabel="after training experience", ylabel="accuracy (%)")
     right.set(title="Forgetting (Chaudhry et al. 2018)", xlabel="after training experience", ylabel="forgetting (points)")
+    for axes in (left, right):
+        ticks = [int(t) for t in axes.get_lines()[0].get_xdata()] if axes.get_lines() else []
+        axes.set_xticks(ticks, [f"E{t}" for t in ticks])
     left.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
