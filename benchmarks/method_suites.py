@@ -185,11 +185,18 @@ def table(records: list[dict], published: dict[str, float]) -> str:
     return markdown_table(headers, rows)
 
 
-def latest(records: list[dict], quick: bool) -> list[dict]:
-    """The newest record of each (method, seed) in the chosen mode."""
+def budget_of(record: dict) -> tuple:
+    """What makes two runs comparable in one table: mode, model, epochs, training subsample."""
+    return (record["quick"], record["model"], record["epochs"], record["train_size"])
+
+
+def latest(records: list[dict], budget: tuple | None = None) -> list[dict]:
+    """The newest record of each (method, seed) on ``budget`` (None: the newest record's budget)."""
+    if budget is None and records:
+        budget = budget_of(records[-1])
     chosen: dict[tuple[str, int], dict] = {}
     for record in records:
-        if record["quick"] == quick:
+        if budget_of(record) == budget:
             chosen[(record["method"], record["seed"])] = record
     return list(chosen.values())
 
@@ -245,7 +252,8 @@ def robustness_section(quick: bool) -> str:
     """Clean vs corrupted accuracy and forgetting for every method on both benchmarks."""
     rows = []
     for name in SUITES:
-        records = latest(read_jsonl(log_path(name)), quick)
+        records = [r for r in read_jsonl(log_path(name)) if r["quick"] == quick]
+        records = latest(records)
         for method in METHODS:
             mine = [r for r in records if r["method"] == method]
             if mine:
@@ -309,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.table_only:
         run_all(args.suite, args)
-    records = latest(read_jsonl(log_path(args.suite)), args.quick)
+    suite = SUITES[args.suite]
+    records = latest(read_jsonl(log_path(args.suite)), (args.quick, args.model or suite.model, args.epochs, args.train_size))
     print(table(records, SUITES[args.suite].published))
     if args.write_results and records and not args.quick:
         write_section(SUITES[args.suite].heading, section(args.suite, records, args))
