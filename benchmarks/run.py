@@ -9,7 +9,8 @@ of ``docs/results.md``; ``--quick`` is the minutes-long smoke run used in CI):
 * ``vandeven2019``: van de Ven et al. 2019 reproduction (split/permuted-MNIST, three scenarios)
 * ``speed``: our trainer vs Avalanche's LwF, side by side in one process
 * ``compression``: lifelong compression into a smaller student; pruning and quantisation
-* ``split-cifar10``: six methods on split-CIFAR-10 (task scenario, JPEG copy)
+* ``split-cifar10``: the methods on split-CIFAR-10 (task scenario, JPEG copy), reduced budget
+* ``split-cifar10-full``: the same on all 50,000 training images with ``convnet:32``
 * ``permuted-mnist``: the same six methods on permuted-MNIST
 * ``robustness``: every method under the default corruption suite, both benchmarks
 * ``eval-cost``: what the default robustness suite adds next to one experience of training
@@ -34,6 +35,7 @@ SUITES = MappingProxyType(
         "speed": ["speed_vs_avalanche.py"],
         "compression": ["compression.py"],
         "split-cifar10": ["method_suites.py", "split-cifar10"],
+        "split-cifar10-full": ["method_suites.py", "split-cifar10-full"],
         "permuted-mnist": ["method_suites.py", "permuted-mnist"],
         "robustness": ["method_suites.py", "robustness"],
         "eval-cost": ["eval_cost.py"],
