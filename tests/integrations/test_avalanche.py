@@ -258,6 +258,18 @@ def test_cli_engine_avalanche_matches_our_engine(tmp_path) -> None:
     assert abs(theirs["metrics"]["average_accuracy"] - ours["metrics"]["average_accuracy"]) < 0.05
 
 
+def test_cli_engine_avalanche_runs_in_bf16_close_to_float32(tmp_path) -> None:
+    common = ["run", "--benchmark", "split-digits", "--strategy", "lwf", "--epochs", "3", "--quiet",
+              "--shifts", "none", "--no-tensorboard", "--engine", "avalanche"]
+    assert main([*common, "--precision", "bf16", "--out", str(tmp_path / "bf16")]) == 0
+    assert main([*common, "--out", str(tmp_path / "fp32")]) == 0
+    low = json.loads((tmp_path / "bf16" / "results.json").read_text())
+    full = json.loads((tmp_path / "fp32" / "results.json").read_text())
+    assert low["config"]["precision"] == "bf16" and low["finished_experiences"] == 5
+    assert low["accuracy_matrix"] != full["accuracy_matrix"]  # the bf16 arithmetic really ran
+    assert abs(low["metrics"]["average_accuracy"] - full["metrics"]["average_accuracy"]) < 0.05
+
+
 @pytest.mark.slow
 @requires_mnist
 def test_permuted_mnist_from_avalanche_is_a_uint8_stream(data_root: str) -> None:
