@@ -16,3 +16,15 @@ def test_adding_a_strategy_example_runs_and_its_test_passes():
     exec(compile(blocks[0], str(DOC), "exec"), namespace)  # the strategy file
     exec(compile(blocks[1], str(DOC), "exec"), namespace)  # its test
     namespace["test_l2_anchor_forgets_less_than_finetune_in_the_domain_scenario"]()
+
+
+def test_every_relative_link_and_image_in_the_docs_exists():
+    root = Path(__file__).resolve().parents[1]
+    missing = []
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if "://" in target or target.startswith("#"):
+                continue
+            if not (page.parent / target.split("#")[0]).exists():
+                missing.append(f"{page.name}: {target}")
+    assert not missing, missing
