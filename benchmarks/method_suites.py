@@ -234,7 +234,7 @@ def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> s
     data = "CIFAR-10 **JPEG copy** (`../shared/data/cifar10-jpeg`)" if suite.benchmark == "split-cifar10" else "real MNIST"
     commands = "\n".join(sorted({r["command"] for r in records}))
     wall = sum(r["wall_seconds"] for r in records) / 60
-    subset = f", {first['train_size']} training images per experience (seeded subsample)" if first.get("train_size") else ""
+    subset = f", {first['train_size']} training images per experience (seeded subsample)" if first.get("train_size") else ", all training images"
     return (
         f"Data: {data}; {suite.n_experiences} experiences, {suite.scenario} scenario{subset}. Model `{first['model']}`, "
         f"{first['epochs']} epoch(s) per experience, SGD lr {suite.lr} momentum 0.9, batch {suite.batch_size}"
@@ -274,11 +274,11 @@ def robustness_section(quick: bool) -> str:
                 )
     headers = ["benchmark", "method", "clean acc (%)", "corrupted acc (%)", "rel. robustness", "forgetting (%)", "corrupted forgetting (%)", "seeds"]
     return (
-        "Every method of the two method suites above, evaluated after each experience on corrupted copies of every "
+        "Every method of the method suites above, evaluated after each experience on corrupted copies of every "
         "test set (default suite: gaussian noise, impulse noise, gaussian blur, contrast, brightness, pixelate, JPEG, "
         "rotation; severities 1-5; definitions in [metrics.md](metrics.md)). Corrupted forgetting is the forgetting "
         "formula applied to the matrix of mean corrupted accuracies: does a method protect robustness on old tasks "
-        "too? Produced by `python benchmarks/run.py robustness` from the runs of the two suites.\n\n"
+        "too? Produced by `python benchmarks/run.py robustness` from the runs of those suites.\n\n"
         + markdown_table(headers, rows)
         + "\n\n"
         + notes("robustness").rstrip()
