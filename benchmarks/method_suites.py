@@ -192,7 +192,7 @@ def table(records: list[dict], published: dict[str, float]) -> str:
 
 def budget_of(record: dict) -> tuple:
     """What makes two runs comparable in one table: mode, model, epochs, training subsample."""
-    return (record["quick"], record["model"], record["epochs"], record["train_size"])
+    return (record.get("quick"), record.get("model"), record.get("epochs"), record.get("train_size"))
 
 
 def latest(records: list[dict], budget: tuple | None = None) -> list[dict]:
