@@ -324,9 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         run_all(args.suite, args)
     suite = SUITES[args.suite]
     records = latest(read_jsonl(log_path(args.suite)), (args.quick, args.model or suite.model, args.epochs, args.train_size))
-    print(table(records, SUITES[args.suite].published))
+    print(table(records, suite.published))
     if args.write_results and records and not args.quick:
-        write_section(SUITES[args.suite].heading, section(args.suite, records, args))
+        write_section(suite.heading, section(args.suite, records, args))
     return 0
 
 

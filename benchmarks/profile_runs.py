@@ -41,6 +41,7 @@ Run from the repository root (idle machine; the variants run side by side in one
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -172,8 +173,7 @@ def floors(workload: Workload, stream: Any, variant: str, seed: int) -> dict[str
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     inputs = _layer_inputs(model, layers, x, task)
-    copies = [(layer.to(dtype) if precision == "bf16" else layer, inp.to(dtype).requires_grad_(True)) for layer, inp in
-              ((_copy(layer), inp) for layer, inp in zip(layers, inputs, strict=True))]
+    copies = [(copy.deepcopy(layer).to(dtype), inp.to(dtype).requires_grad_(True)) for layer, inp in zip(layers, inputs, strict=True)]
 
     def layers_step() -> None:  # each matmul/conv layer alone at the model's shapes: teacher forward, student fwd+bwd
         for layer, inp in copies:
@@ -188,12 +188,6 @@ def floors(workload: Workload, stream: Any, variant: str, seed: int) -> dict[str
         "train_flops_per_sample": flops_per_sample,  # teacher forward + student forward/backward
         "teacher_flops_per_sample": teacher_flops_per_sample,
     }
-
-
-def _copy(layer: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(layer)
 
 
 def _layer_inputs(model: torch.nn.Module, layers: list[torch.nn.Module], x: torch.Tensor, task: torch.Tensor) -> list[torch.Tensor]:

@@ -702,7 +702,8 @@ def _naive(model: nn.Module, plugin: LifelongKDPlugin, metric: LifelongKDMetric,
         warnings.filterwarnings("ignore", message="No loggers specified")
         return Naive(
             model=TaskAwareClassifier(model), optimizer=make_optimizer(model, config), criterion=nn.CrossEntropyLoss(),
-            train_mb_size=config.batch_size, train_epochs=config.epochs, eval_mb_size=config.eval_batch_size or inference_batch_size(model, metric.stream.input_shape),
+            train_mb_size=config.batch_size, train_epochs=config.epochs,
+            eval_mb_size=config.eval_batch_size or inference_batch_size(model, metric.stream.input_shape),
             plugins=[plugin], evaluator=EvaluationPlugin(metric, loggers=list(loggers)),
         )
 

@@ -81,17 +81,16 @@ def method_curves_figure(matrices: Mapping[str, Sequence[Sequence[Sequence[float
 
     plt = _pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    steps = list(range(len(next(iter(matrices.values()))[0])))  # every method ran the same stream
     for method, runs in matrices.items():
-        steps = list(range(len(runs[0])))
         accuracy = np.mean([[metrics.average_accuracy(m, t) for t in steps] for m in runs], axis=0)
         forgetting = np.mean([[metrics.forgetting(m, t) for t in steps[1:]] for m in runs], axis=0)
         left.plot(steps, 100 * accuracy, marker="o", markersize=3, label=method)
         right.plot(steps[1:], 100 * forgetting, marker="o", markersize=3, label=method)
     left.set(title="Average accuracy on seen experiences", xlabel="after training experience", ylabel="accuracy (%)")
     right.set(title="Forgetting (Chaudhry et al. 2018)", xlabel="after training experience", ylabel="forgetting (points)")
-    for axes in (left, right):
-        ticks = [int(t) for t in axes.get_lines()[0].get_xdata()] if axes.get_lines() else []
-        axes.set_xticks(ticks, [f"E{t}" for t in ticks])
+    left.set_xticks(steps, [f"E{t}" for t in steps])
+    right.set_xticks(steps[1:], [f"E{t}" for t in steps[1:]])
     left.legend(fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()

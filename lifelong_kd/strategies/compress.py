@@ -107,7 +107,7 @@ class Compress(Strategy):
         self.snapshot_: nn.Module | None = None
         self.knowledge_: Knowledge | None = None
         self.projection_: nn.Module | None = None
-        self.cache_: dict[str, list[Tensor]] = {}
+        self.cache_: dict[str, list[Tensor] | None] = {}
         self._experience: Experience | None = None
         self._snapshot_state: dict[str, Tensor] | None = None
         self._projection_state: dict[str, Tensor] | None = None
@@ -173,12 +173,9 @@ class Compress(Strategy):
         return learned
 
     def _outputs(self, key: str, batch: Batch, targets: Any, teacher: nn.Module) -> list[Tensor]:
-        """A teacher's outputs for ``batch``: cached per experience, or online if augmented."""
-        if batch.augmented:
-            return targets(batch.x)
-        if key not in self.cache_:
-            self.cache_[key] = distill.cached_outputs(targets, distill.require_experience(self._experience), teacher)
-        return [values[batch.index] for values in self.cache_[key]]
+        """A teacher's outputs for ``batch``: cached per experience (one cache per ``key``), or online if augmented."""
+        values, self.cache_[key] = distill.lookup_targets(batch, targets, self.cache_.get(key), self._experience, teacher)
+        return values
 
     @torch.no_grad()
     def _teacher_targets(self, x: Tensor, known: Knowledge) -> list[Tensor]:

@@ -24,7 +24,6 @@ from lifelong_kd.models import inference_batch_size
 from lifelong_kd.teacher import freeze_copy
 
 NOISE_KINDS = ("none", "gaussian", "dropout")
-# Samples per teacher forward when filling a cache (inference only, so large is cheap).
 # Minibatch of the head warm-up (the loop's default, van de Ven et al. 2019).
 WARMUP_BATCH_SIZE = 128
 

@@ -103,9 +103,7 @@ class MultiTeacher(Strategy):
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Add the trained model as one more teacher."""
-        if self.scenario_ is None:
-            raise RuntimeError("Call strategy.check_stream(stream) before training (pipeline.run does).")
-        previous = self.knowledge_[-1] if self.knowledge_ else Knowledge(self.scenario_)
+        previous = self.knowledge_[-1] if self.knowledge_ else Knowledge(distill.require_scenario(self.scenario_))
         self.knowledge_.append(previous.learn(experience))
         self.teachers_.append(freeze_copy(model))
         self.cache_ = None
