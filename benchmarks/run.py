@@ -16,6 +16,7 @@ of ``docs/results.md``; ``--quick`` is the minutes-long smoke run used in CI):
 * ``eval-cost``: what the default robustness suite adds next to one experience of training
 * ``shifts-speed``: seconds per corruption on 10k-image batches
 * ``ewc-fisher``: EWC's Fisher, the linear-layer matmul path against per-sample gradients
+* ``layout-and-batch``: inference batch sizes and channels-last vs NCHW convolutions
 * ``profile``: full permuted-MNIST and split-CIFAR-10 runs against their hardware floors, phase by phase, before/after the fast path
 
 Extra arguments are passed to the suite's script unchanged.
@@ -42,6 +43,7 @@ SUITES = MappingProxyType(
         "shifts-speed": ["shifts_speed.py"],
         "profile": ["profile_runs.py"],
         "ewc-fisher": ["ewc_fisher_speed.py"],
+        "layout-and-batch": ["layout_and_batch.py"],
     }
 )
 

@@ -7,9 +7,10 @@ head (domain and class scenarios) ``task_id`` is ignored.
 
 Model specs are short strings used by the CLI: ``mlp:400,400``, ``convnet:32``,
 ``resnet18:20`` (reduced ResNet-18 with 20 base filters, Lopez-Paz & Ranzato 2017).
-Convolutional models are built in the channels-last memory format, which oneDNN's CPU
-convolutions run ~1.5x faster in training and ~3x faster in inference than NCHW on this
-project's reference machine (``benchmarks/profile_runs.py``); inputs may stay NCHW.
+Convolutional models are built in the channels-last memory format, in which oneDNN's CPU
+convolutions ran a ``convnet:32`` training step 1.4-1.6x and its inference 1.7x faster than
+NCHW on this project's reference machine (``benchmarks/layout_and_batch.py``); inputs may
+stay NCHW.
 """
 
 from __future__ import annotations
@@ -184,9 +185,9 @@ def inference_batch_size(
 ) -> int:
     """A fast inference batch size for ``model``: the largest activation of a batch stays near ``budget`` elements.
 
-    Large batches help matmul-bound models (an MLP runs ~2x faster at 1024 than at 64), but a
-    convolutional model's activation maps then overflow the CPU caches (a ConvNet's inference
-    at 1024 runs at a third of its speed at 32). One probe forward on a single sample finds
+    Large batches help matmul-bound models (the MLP 784-1000-1000 runs 1.8x faster at 1024
+    than at 16), but a convolutional model's activation maps then overflow the CPU caches
+    (``convnet:32`` runs 3.6x slower at 1024 than at 32; ``benchmarks/layout_and_batch.py``). One probe forward on a single sample finds
     the widest activation; the batch is the power of two that keeps it near ``budget``.
 
     Args:
