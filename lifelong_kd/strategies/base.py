@@ -79,6 +79,15 @@ class Strategy:
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Called after training on ``experience``, before evaluation."""
 
+    def evaluation_model(self, model: nn.Module) -> nn.Module:
+        """The model the evaluator measures after an experience (default: ``model`` itself).
+
+        A method whose prediction rule differs from the trained network's own output
+        (iCaRL's nearest mean of exemplars, BiC's bias-corrected logits) returns a module
+        that applies it; the loop evaluates that module.
+        """
+        return model
+
     def state_dict(self) -> dict[str, Any]:
         """Learned state (tensors and plain values) needed to resume mid-stream."""
         return {}
