@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import lifelong_kd
 from lifelong_kd.cli import main
 from tests.conftest import requires_cifar10, requires_mnist
 
@@ -87,14 +88,26 @@ def test_report_of_a_folder_without_results_is_an_error(tmp_path, capsys):
     assert "no results.json" in capsys.readouterr().err
 
 
-def test_console_script_entry_point_runs_as_a_process(tmp_path):
+def test_python_dash_m_runs_the_command_as_a_process(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "lifelong_kd.cli", "run", "--benchmark", "nope", "--out", str(tmp_path)],
+        [sys.executable, "-m", "lifelong_kd", "run", "--benchmark", "nope", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 2 and "Unknown benchmark" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_version_names_the_package_version():
+    done = subprocess.run([sys.executable, "-m", "lifelong_kd", "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == f"lifelong-kd {lifelong_kd.__version__}"
+
+
+def test_console_script_entry_point_is_importable():
+    from importlib.metadata import entry_points
+
+    (script,) = [point for point in entry_points(group="console_scripts") if point.name == "lifelong-kd"]
+    assert script.value == "lifelong_kd.cli:main" and script.load() is main
 
 
 def test_import_does_not_pull_in_avalanche():

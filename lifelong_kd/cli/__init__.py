@@ -1,0 +1,82 @@
+"""``lifelong-kd``: run a stream, list what exists, compare finished runs.
+
+The command line is split by job: :mod:`~lifelong_kd.cli.arguments` (parser, config files,
+:class:`~lifelong_kd.config.RunConfig`), :mod:`~lifelong_kd.cli.compose` (the strategy map
+and the composition of a run), :mod:`~lifelong_kd.cli.report` (tables). This module holds
+the commands and the entry point, which turns bad input into a one-paragraph message and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from lifelong_kd.cli.arguments import config_from_args, make_parser
+from lifelong_kd.cli.compose import STRATEGIES, build_strategy, execute
+from lifelong_kd.cli.errors import UsageError
+from lifelong_kd.cli.report import command_report, format_matrix, format_metrics, format_summary
+
+__all__ = ["STRATEGIES", "UsageError", "build_strategy", "execute", "main", "make_parser"]
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """``lifelong-kd run``."""
+    results = execute(config_from_args(args))
+    print("accuracy matrix (%):")
+    print(format_matrix(results["accuracy_matrix"]))
+    print(format_metrics(results["metrics"]))
+    robustness = results.get("robustness")
+    if robustness:
+        keys = ("clean_accuracy", "mean_corrupted_accuracy", "relative_robustness", "corrupted_forgetting")
+        print("robustness: " + format_metrics({k: robustness.get(k) for k in keys}))
+    if "summary" in results:
+        print(format_summary(results["summary"]))
+    timing = results["timing"]
+    print(f"train {timing['train_seconds']:.1f} s, eval {timing['eval_seconds']:.1f} s; results in {results['config']['out']}")
+    return 0
+
+
+def _first_line(obj: Any) -> str:
+    return (inspect.getdoc(obj) or "").splitlines()[0] if inspect.getdoc(obj) else ""
+
+
+def command_list(_: argparse.Namespace) -> int:
+    """``lifelong-kd list``."""
+    from lifelong_kd.data.benchmarks import BENCHMARKS
+    from lifelong_kd.models import MODEL_DESCRIPTIONS
+
+    print("benchmarks:")
+    for name, builder in BENCHMARKS.items():
+        print(f"  {name:<22} {_first_line(builder)}")
+    print("strategies:")
+    for name, cls in STRATEGIES.items():
+        print(f"  {name:<22} {_first_line(cls)} [{', '.join(sorted(cls.scenarios))}]")
+    print("models:")
+    for name, description in MODEL_DESCRIPTIONS.items():
+        print(f"  {name:<22} {description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 on bad input, 1 on a failed run)."""
+    from lifelong_kd.data.sources import DataNotFoundError
+    from lifelong_kd.pipeline import ResumeError
+    from lifelong_kd.train import NonFiniteLossError
+
+    args = make_parser().parse_args(argv)
+    handlers = {"run": command_run, "list": command_list, "report": command_report}
+    try:
+        return handlers[args.command](args)
+    except (UsageError, ValueError, DataNotFoundError, FileNotFoundError, ResumeError) as error:
+        print(f"lifelong-kd: error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"lifelong-kd: run stopped: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lifelong-kd: interrupted; finished experiences are in the run folder (--resume continues).", file=sys.stderr)
+        return 130

@@ -1,0 +1,115 @@
+"""Report formatting: the accuracy matrix, headline metrics, run comparison and compression summary tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lifelong_kd.cli.errors import UsageError
+
+SUMMARY_COLUMNS = {
+    "model": ("model", "{}"),
+    "average_accuracy": ("avg acc %", "{:.2f}"),
+    "forgetting": ("forgetting %", "{:.2f}"),
+    "relative_robustness": ("rel. robustness", "{:.3f}"),
+    "nonzero_parameters": ("params (non-zero)", "{:,}"),
+    "nonzero_parameter_ratio": ("param ratio", "{:.1f}x"),
+    "bytes_ratio": ("bytes ratio", "{:.1f}x"),
+    "flops_ratio": ("FLOPs ratio", "{:.1f}x"),
+    "latency_ratio": ("latency ratio", "{:.2f}x"),
+    "latency_seconds": ("ms / batch of 256", "{:.2f}"),
+    "accuracy_kept": ("acc. kept %", "{:.1f}"),
+}
+PERCENT = frozenset({"average_accuracy", "forgetting", "accuracy_kept"})
+
+
+def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The ``summary`` rows as a Markdown table (ratios are teacher / model: above 1 = smaller/faster)."""
+    lines = ["| " + " | ".join(title for title, _ in SUMMARY_COLUMNS.values()) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    for row in rows:
+        cells = []
+        for key, (_, pattern) in SUMMARY_COLUMNS.items():
+            value = row.get(key)
+            value = 100 * value if key in PERCENT and value is not None else value
+            value = 1000 * value if key == "latency_seconds" and value is not None else value
+            cells.append("-" if value is None else pattern.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_matrix(matrix: Sequence[Sequence[float | None]]) -> str:
+    """Accuracy matrix as a percent table: rows = after experience i, columns = experience j."""
+    width = len(matrix[0]) if matrix else 0
+    lines = ["after \\ on " + " ".join(f"{f'E{j}':>6}" for j in range(width))]
+    for i, row in enumerate(matrix):
+        cells = " ".join(f"{'-' if v is None else f'{100 * v:.1f}':>6}" for v in row)
+        lines.append(f"{f'E{i}':<11}" + cells)
+    return "\n".join(lines)
+
+
+def format_metrics(metrics: Mapping[str, float | None]) -> str:
+    """Headline metrics in percent."""
+    return "  ".join(f"{k}: {'n/a' if v is None else f'{100 * v:.2f}%'}" for k, v in metrics.items())
+
+
+def report_rows(run_dirs: Sequence[str]) -> list[dict[str, Any]]:
+    """One summary row per finished run folder."""
+    rows = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "results.json"
+        if not path.is_file():
+            raise UsageError(f"{run_dir} has no results.json; pass run folders written by `lifelong-kd run`.")
+        results = json.loads(path.read_text())
+        config, metrics, timing = results["config"], results["metrics"], results["timing"]
+        robustness = results.get("robustness") or {}
+        ratios = (results.get("compression") or {}).get("ratios", {})
+        rows.append(
+            {
+                "run": Path(run_dir).name,
+                "benchmark": config.get("benchmark"),
+                "scenario": config.get("scenario"),
+                "strategy": config.get("strategy"),
+                "exps": results["finished_experiences"],
+                "avg_acc": metrics.get("average_accuracy"),
+                "forgetting": metrics.get("forgetting"),
+                "bwt": metrics.get("backward_transfer"),
+                "fwt": metrics.get("forward_transfer"),
+                "corrupted_acc": robustness.get("mean_corrupted_accuracy"),
+                "rel_robustness": robustness.get("relative_robustness"),
+                "corrupted_forgetting": robustness.get("corrupted_forgetting"),
+                "param_ratio": ratios.get("parameter_ratio"),
+                "flops_ratio": ratios.get("flops_ratio"),
+                "acc_kept": ratios.get("accuracy_kept"),
+                "train_s": timing.get("train_seconds"),
+                "eval_s": timing.get("eval_seconds"),
+            }
+        )
+    return rows
+
+
+def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table; fractions shown in percent, seconds with one decimal."""
+    headers = list(rows[0])
+    percent = {"avg_acc", "forgetting", "bwt", "fwt", "corrupted_acc", "corrupted_forgetting"}
+
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if key in percent:
+            return f"{100 * value:.2f}"
+        if key.endswith(("ratio", "kept", "robustness")):
+            return f"{value:.2f}"
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(k, row[k]) for k in headers) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """``lifelong-kd report RUN_DIR...``."""
+    print(format_rows(report_rows(args.runs)))
+    return 0
