@@ -1,118 +1,160 @@
-"""Run a stream end to end: a plain for-loop over experiences, with checkpoints and resume.
+"""The one loop over experiences: every run (plain, lifelong compression, Avalanche engine) is this loop.
 
-After every experience the run folder gets, atomically (temp file + rename):
+A run is a list of **members**, each a model evaluated after every experience by its own
+:class:`~lifelong_kd.evaluation.evaluator.Evaluator`:
 
-* ``checkpoint.pt``: model, strategy and evaluator state (loads with ``weights_only=True``);
-* ``results.json``: config, accuracy matrix, metrics, per-experience reports, timing.
+* a plain run has one member, ``model``, trained with its strategy;
+* lifelong compression has a teacher (trained, or loaded and fixed), students trained with
+  :class:`~lifelong_kd.strategies.compress.Compress` from a frozen snapshot of the teacher
+  (``Member.teacher``), and copies derived from the teacher's snapshot after each
+  experience (pruned, int8-quantised: ``Member.derive``), see :mod:`lifelong_kd.compression_run`.
 
-``resume=True`` continues from the last finished experience; because each experience
-reseeds every random source from ``(seed, experience index)``, a resumed run ends with
-the same numbers as an uninterrupted one.
+A **trainer** trains one member on one experience: :class:`LoopTrainer` (our minibatch loop,
+:mod:`lifelong_kd.train`) or Avalanche's template (``integrations.avalanche.AvalancheTrainer``).
+
+For each experience, in this order: every trained member is seeded from ``(seed,
+experience index)`` (:func:`seed_everything`, the only place a step is seeded), trained by
+the trainer, then every member is evaluated; the run folder is saved (checkpoint first,
+everything else derived from it, :mod:`lifelong_kd.run_folder`), then the loggers receive the
+reports. Training and evaluation run inside :func:`precision_scope` (the only place the
+precision is entered): ``--precision bf16`` covers a member's strategy hooks, minibatches and
+evaluation; int8-quantised members are evaluated in float32 (their kernels take float32).
+
+Resume: the checkpoint holds every member's model, strategy and evaluator state and its
+reports; because each experience reseeds every random source, a resumed run ends with the
+same numbers as an uninterrupted one. The loggers are told where the run continues
+(``first_step``) and receive the last finished report again, so TensorBoard and the figures
+hold exactly one entry per experience after any number of interruptions.
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from lifelong_kd.data.stream import Stream
+from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation.evaluator import Evaluator
-from lifelong_kd.files import save_torch_atomic, write_atomic
 from lifelong_kd.evaluation.report import EvalReport, json_safe
 from lifelong_kd.loggers.base import Logger
+from lifelong_kd.run_folder import (
+    CHECKPOINT,
+    RESULTS,
+    MemberLog,
+    ResumeError,
+    RunFolder,
+    RunFolderError,
+    differences,
+    metrics_rows,
+    open_run_folder,
+    refuse_resume,
+    results_document,
+)
 from lifelong_kd.strategies.base import Strategy
+from lifelong_kd.teacher import freeze_copy
 from lifelong_kd.train import TrainConfig, autocast, train_experience
 
-CHECKPOINT = "checkpoint.pt"
-RESULTS = "results.json"
-# Keys of the config record that may differ between a run and its resumption.
-VOLATILE_KEYS = frozenset({"resume", "out", "progress", "quiet", "config_file"})
+__all__ = [
+    "CHECKPOINT",
+    "RESULTS",
+    "VOLATILE_KEYS",
+    "LoopTrainer",
+    "Member",
+    "ResumeError",
+    "RunFolderError",
+    "Trainer",
+    "precision_scope",
+    "run",
+    "run_members",
+    "seed_everything",
+]
 
-
-class ResumeError(RuntimeError):
-    """The run folder cannot be resumed with this configuration."""
+# Record keys that do not change a run's numbers: they may differ between a run and its resumption.
+VOLATILE_KEYS = frozenset({"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "download"})
 
 
 def seed_everything(seed: int, experience_index: int = -1) -> None:
-    """Seed torch's global generator from the run seed and the experience index."""
+    """Seed torch's global generator from the run seed and the experience index (-1: model initialisation)."""
     torch.manual_seed(seed * 1_000_003 + experience_index + 1)
 
 
-def _comparable(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in json_safe(dict(record)).items() if k not in VOLATILE_KEYS}
+def precision_scope(precision: str) -> AbstractContextManager:
+    """The mixed-precision scope of a run (``fp32``: none; ``bf16``: bfloat16 autocast), see :func:`lifelong_kd.train.autocast`."""
+    return autocast(precision)
 
 
-class RunState:
-    """What a run has finished: reports, timing, and the record of its config."""
+@dataclass
+class Member:
+    """One model of a run, evaluated after every experience.
 
-    def __init__(self, record: Mapping[str, Any]) -> None:
-        self.record = dict(record)
-        self.reports: list[dict[str, Any]] = []
-        self.timing: list[dict[str, float]] = []
+    Attributes:
+        name: Its name: ``model`` in a plain run; the section name in ``results.json``
+            and the folder ``models/<name>/`` when a run has several members.
+        evaluator: Its own evaluator.
+        model: The model (None for a derived member).
+        strategy: The strategy it trains with; None: not trained (e.g. a loaded teacher).
+        loggers: Receive its config and reports.
+        teacher: Name of an earlier member whose frozen snapshot, taken after that member
+            trained on the experience, the strategy receives through ``set_teacher`` while
+            this member trains (lifelong compression's student).
+        derive: Makes the evaluated model from ``source``'s snapshot after each experience
+            and returns it with extra report fields (pruned and quantised copies).
+        source: The member a derived member is made from.
+        reference: An earlier member whose average accuracy at the same step is this
+            member's reference accuracy ("accuracy kept").
+        precision: Evaluation precision for this member (None: the run's; ``"fp32"`` for
+            int8-quantised copies).
+    """
+
+    name: str
+    evaluator: Evaluator
+    model: nn.Module | None = None
+    strategy: Strategy | None = None
+    loggers: Sequence[Logger] = field(default_factory=tuple)
+    teacher: str | None = None
+    derive: Callable[[nn.Module], tuple[nn.Module, dict[str, Any]]] | None = None
+    source: str | None = None
+    reference: str | None = None
+    precision: str | None = None
 
     @property
-    def finished(self) -> int:
-        """Number of finished experiences."""
-        return len(self.reports)
-
-    def results(self) -> dict[str, Any]:
-        """The ``results.json`` document."""
-        last = self.reports[-1] if self.reports else {}
-        train_seconds = sum(t["train_seconds"] for t in self.timing)
-        eval_seconds = sum(t["eval_seconds"] for t in self.timing)
-        return json_safe(
-            {
-                "config": self.record,
-                "finished_experiences": self.finished,
-                "accuracy_matrix": last.get("accuracy_matrix", []),
-                "metrics": last.get("metrics", {}),
-                "initial_accuracy": last.get("initial_accuracy"),
-                "robustness": last.get("robustness"),
-                "compression": last.get("compression"),
-                "reports": self.reports,
-                "timing": {
-                    "train_seconds": train_seconds,
-                    "eval_seconds": eval_seconds,
-                    "per_experience": self.timing,
-                    "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform()},
-                },
-            }
-        )
+    def trained(self) -> bool:
+        """Whether the loop trains this member."""
+        return self.strategy is not None and self.model is not None
 
 
-def save(folder: Path, state: RunState, model: nn.Module, strategy: Strategy, evaluator: Evaluator) -> None:
-    """Write the checkpoint, then ``results.json``, each atomically."""
-    checkpoint = {
-        "model": model.state_dict(),
-        "strategy": strategy.state_dict(),
-        "evaluator": evaluator.state_dict(),
-        "reports": state.reports,
-        "timing": state.timing,
-        "record": json_safe(state.record),
-    }
-    save_torch_atomic(checkpoint, folder / CHECKPOINT)
-    write_atomic(folder / RESULTS, json.dumps(state.results(), indent=2).encode())
+class Trainer(Protocol):
+    """Trains one member on one experience (the loop seeds, times and evaluates around it)."""
+
+    name: str
+
+    def check(self, stream: Stream, config: TrainConfig) -> None:
+        """Refuse settings this trainer cannot run, before anything is trained or written."""
+
+    def train(self, model: nn.Module, strategy: Strategy, stream: Stream, experience: Experience, config: TrainConfig) -> dict[str, float]:
+        """Run the strategy's hooks and train; returns ``{"train_seconds", "samples", ...}``."""
 
 
-def load(folder: Path, state: RunState, model: nn.Module, strategy: Strategy, evaluator: Evaluator) -> None:
-    """Restore a run from ``folder``'s checkpoint into the given objects."""
-    checkpoint = torch.load(folder / CHECKPOINT, weights_only=True)
-    if _comparable(checkpoint["record"]) != _comparable(state.record):
-        raise ResumeError(
-            f"{folder} holds a run with a different configuration; resume it with the same "
-            "options, or choose a new --out folder."
-        )
-    model.load_state_dict(checkpoint["model"])
-    strategy.load_state_dict(checkpoint["strategy"])
-    evaluator.load_state_dict(checkpoint["evaluator"])
-    state.reports, state.timing = list(checkpoint["reports"]), list(checkpoint["timing"])
+class LoopTrainer:
+    """Our trainer: ``before_experience``, the minibatch loop of :mod:`lifelong_kd.train`, ``after_experience``."""
+
+    name = "lifelong-kd"
+
+    def check(self, stream: Stream, config: TrainConfig) -> None:
+        """Every setting runs."""
+
+    def train(self, model: nn.Module, strategy: Strategy, stream: Stream, experience: Experience, config: TrainConfig) -> dict[str, float]:
+        """Hooks and minibatches of one experience."""
+        strategy.before_experience(model, experience)
+        stats = train_experience(model, strategy, stream, experience, config)
+        strategy.after_experience(model, experience)
+        return stats
 
 
 def run(
@@ -125,6 +167,9 @@ def run(
     out: str | Path | None = None,
     resume: bool = False,
     record: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    trainer: Trainer | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on every experience of ``stream`` with ``strategy``; evaluate after each.
 
@@ -136,54 +181,267 @@ def run(
         loggers: Receive the config and each :class:`EvalReport`.
         config: Training settings.
         out: Run folder; None keeps nothing on disk.
-        resume: Continue from ``out``'s checkpoint when there is one.
+        resume: Continue the run in ``out`` (it must hold a checkpoint of the same setup).
         record: The run's configuration as plain values, stored in ``results.json``.
+        overwrite: Replace the run ``out`` holds (without it, a folder holding a run is refused).
+        trainer: Who trains each experience (default: :class:`LoopTrainer`).
 
     Returns:
         The ``results.json`` document.
     """
     config = config or TrainConfig()
-    evaluator = evaluator or Evaluator(batch_size=config.eval_batch_size)
-    strategy.check_stream(stream)
-    folder = Path(out) if out is not None else None
-    state = RunState(record or {})
-    if folder is not None and resume and (folder / CHECKPOINT).exists():
-        load(folder, state, model, strategy, evaluator)
-    elif state.finished == 0:
-        with autocast(config.precision):
-            evaluator.measure_initial(model, stream)
-    for logger in loggers:
-        logger.log_config(state.record)
-    for experience in stream.experiences[state.finished :]:
-        report, timing = _run_experience(stream, experience.index, model, strategy, evaluator, config)
-        state.reports.append(report.to_dict())
-        state.timing.append(timing)
-        if folder is not None:
-            save(folder, state, model, strategy, evaluator)
-        for logger in loggers:
-            logger.log_report(report)
-    for logger in loggers:
-        logger.close()
-    return state.results()
+    member = Member("model", evaluator or Evaluator(batch_size=config.eval_batch_size), model, strategy, tuple(loggers))
+    return run_members(stream, [member], config, out, resume, record, overwrite=overwrite, trainer=trainer)
 
 
-def _run_experience(
-    stream: Stream, index: int, model: nn.Module, strategy: Strategy, evaluator: Evaluator, config: TrainConfig
-) -> tuple[EvalReport, dict[str, float]]:
-    experience = stream[index]
-    seed_everything(config.seed, index)
-    start = time.perf_counter()
-    with autocast(config.precision):
-        strategy.before_experience(model, experience)
-        stats = train_experience(model, strategy, stream, experience, config)
-        strategy.after_experience(model, experience)
-        train_seconds = time.perf_counter() - start
-        report = evaluator.evaluate(model, stream, index)
-    timing = {
-        "train_seconds": train_seconds,
-        "loop_seconds": stats["train_seconds"],
-        "eval_seconds": report.eval_seconds,
-        "samples": stats["samples"],
-        "samples_per_second": stats["samples"] / max(stats["train_seconds"], 1e-9),
-    }
-    return report, timing
+def run_members(
+    stream: Stream,
+    members: Sequence[Member],
+    config: TrainConfig | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    record: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    trainer: Trainer | None = None,
+    primary: str | None = None,
+) -> dict[str, Any]:
+    """Run every member along ``stream`` (see the module docstring); returns the ``results.json`` document.
+
+    Args:
+        stream: The benchmark stream.
+        members: The run's members, in training and evaluation order.
+        config: Training settings, shared by every trained member.
+        out: Run folder; None keeps nothing on disk.
+        resume: Continue the run in ``out``.
+        record: The run's configuration as plain values.
+        overwrite: Replace the run ``out`` holds.
+        trainer: Who trains each experience (default: :class:`LoopTrainer`).
+        primary: The member whose document is the top level of ``results.json`` (default: the first).
+    """
+    state = _Run(stream, members, config or TrainConfig(), record or {}, trainer or LoopTrainer(), primary or members[0].name)
+    if out is None:
+        return state.execute(None, resume=False)
+    with open_run_folder(out, resume=resume, overwrite=overwrite) as folder:
+        return state.execute(folder, resume=resume)
+
+
+def _check_members(members: Sequence[Member], primary: str) -> None:
+    names = [m.name for m in members]
+    if len(set(names)) != len(names) or primary not in names:
+        raise ValueError(f"Member names must be unique and include the primary {primary!r}; got {names}.")
+    for position, member in enumerate(members):
+        earlier = set(names[:position])
+        for role, name in (("teacher", member.teacher), ("source", member.source), ("reference", member.reference)):
+            if name is not None and name not in earlier:
+                raise ValueError(f"Member {member.name!r}: its {role} {name!r} must be an earlier member.")
+        if (member.derive is None) == (member.model is None) or (member.derive is not None) != (member.source is not None):
+            raise ValueError(f"Member {member.name!r} needs either a model, or derive and source.")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-like copy of a strategy option (objects become their type name)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+def setup_record(stream: Stream, members: Sequence[Member], config: TrainConfig, trainer: Trainer) -> dict[str, Any]:
+    """What determines a run's numbers, read off the objects: compared on resume, stored in ``results.json``.
+
+    ``progress`` and ``eval_batch_size`` are left out: they do not change the numbers.
+    """
+    training = {k: v for k, v in asdict(config).items() if k not in ("progress", "eval_batch_size")}
+    described = {}
+    for member in members:
+        model = member.model
+        described[member.name] = {
+            "model": None if model is None else f"{type(model).__name__} ({sum(p.numel() for p in model.parameters())} parameters)",
+            "strategy": None if member.strategy is None else member.strategy.name,
+            "options": None if member.strategy is None else _plain(member.strategy.options()),
+            "teacher": member.teacher,
+            "source": member.source,
+        }
+    stream_part = {"name": stream.name, "scenario": stream.scenario, "experiences": len(stream), "classes": stream.n_classes}
+    return json_safe({"stream": stream_part, "training": training, "trainer": trainer.name, "members": described})
+
+
+def _versions() -> dict[str, str]:
+    from lifelong_kd import __version__
+
+    return {"lifelong_kd": __version__, "torch": torch.__version__}
+
+
+class _Run:
+    """The state of one run while the loop drives it."""
+
+    def __init__(self, stream: Stream, members: Sequence[Member], config: TrainConfig, record: Mapping[str, Any], trainer: Trainer, primary: str) -> None:
+        _check_members(members, primary)
+        for member in members:
+            if member.strategy is not None:
+                member.strategy.check_stream(stream)
+        trainer.check(stream, config)
+        self.stream, self.members, self.config, self.trainer, self.primary = stream, list(members), config, trainer, primary
+        self.by_name = {m.name: m for m in members}
+        self.record = json_safe(dict(record))
+        self.setup = setup_record(stream, members, config, trainer)
+        self.logs = {m.name: MemberLog() for m in members}
+
+    # ------------------------------------------------------------------ driving
+
+    def execute(self, folder: RunFolder | None, resume: bool) -> dict[str, Any]:
+        """Run the remaining experiences; returns the results document."""
+        if resume and folder is not None:
+            self.restore(folder)
+        else:
+            self.measure_initial()
+        finished = self.logs[self.primary].finished
+        try:
+            self.start_loggers(finished)
+            for experience in self.stream.experiences[finished:]:
+                reports = self.step(experience)
+                if folder is not None:
+                    folder.save(self.checkpoint(), self.document(), self.rows())
+                for member in self.members:
+                    for logger in member.loggers:
+                        logger.log_report(reports[member.name])
+        finally:
+            for member in self.members:
+                for logger in member.loggers:
+                    logger.close()
+        return self.document()
+
+    def start_loggers(self, finished: int) -> None:
+        """Give loggers the config; on resume, the last finished report again (see the module docstring)."""
+        for member in self.members:
+            log = self.logs[member.name]
+            for logger in member.loggers:
+                logger.log_config(self.record, first_step=max(finished - 1, 0))
+                if finished:
+                    logger.log_report(EvalReport.from_dict(log.reports[finished - 1]))
+
+    def measure_initial(self) -> None:
+        """A randomly initialised model's accuracy per experience (the FWT baseline)."""
+        for member in self.members:
+            if member.model is not None:
+                with precision_scope(member.precision or self.config.precision):
+                    member.evaluator.measure_initial(member.model, self.stream)
+
+    def step(self, experience: Experience) -> dict[str, EvalReport]:
+        """Train every trained member on ``experience``, then evaluate every member."""
+        snapshots: dict[str, nn.Module] = {}
+        timings: dict[str, dict[str, float]] = {}
+        for member in self.members:
+            if member.trained:
+                timings[member.name] = self.train(member, experience, snapshots)
+        reports: dict[str, EvalReport] = {}
+        for member in self.members:
+            reports[member.name] = self.evaluate(member, experience.index, snapshots, reports, timings.get(member.name))
+        return reports
+
+    def snapshot(self, name: str, snapshots: dict[str, nn.Module]) -> nn.Module:
+        """A frozen copy of member ``name``'s model as it is now (made once per step)."""
+        if name not in snapshots:
+            snapshots[name] = freeze_copy(self.by_name[name].model)
+        return snapshots[name]
+
+    def train(self, member: Member, experience: Experience, snapshots: dict[str, nn.Module]) -> dict[str, float]:
+        """Seed, train one member on ``experience`` inside the precision scope; its timing."""
+        seed_everything(self.config.seed, experience.index)
+        teacher = self.snapshot(member.teacher, snapshots) if member.teacher else None
+        if teacher is not None:
+            member.strategy.set_teacher(teacher)
+        start = time.perf_counter()
+        try:
+            with precision_scope(self.config.precision):
+                stats = self.trainer.train(member.model, member.strategy, self.stream, experience, self.config)
+        finally:
+            if teacher is not None:
+                member.strategy.set_teacher(None)
+        snapshots.pop(member.name, None)
+        loop_seconds = stats.get("train_seconds", 0.0)
+        return {
+            "train_seconds": time.perf_counter() - start,
+            "loop_seconds": loop_seconds,
+            "samples": stats.get("samples", 0),
+            "samples_per_second": stats.get("samples", 0) / max(loop_seconds, 1e-9),
+            "mean_loss": stats.get("mean_loss"),
+        }
+
+    def evaluate(
+        self, member: Member, index: int, snapshots: dict[str, nn.Module], reports: Mapping[str, EvalReport], timing: Mapping[str, Any] | None
+    ) -> EvalReport:
+        """Evaluate one member after experience ``index`` and record its report."""
+        extra: dict[str, Any] = {}
+        timing = dict(timing or {"train_seconds": 0.0})
+        if member.derive is not None:
+            start = time.perf_counter()
+            model, extra = member.derive(self.snapshot(member.source, snapshots))
+            timing["train_seconds"] = time.perf_counter() - start
+        else:
+            model = member.strategy.evaluation_model(member.model) if member.strategy is not None else member.model
+        reference = reports[member.reference].metrics["average_accuracy"] if member.reference else None
+        with precision_scope(member.precision or self.config.precision):
+            report = member.evaluator.evaluate(model, self.stream, index, reference_accuracy=reference)
+        if extra:
+            report = replace(report, extra=dict(extra))
+        self.logs[member.name].add(report.to_dict(), {**timing, "eval_seconds": report.eval_seconds})
+        return report
+
+    # ------------------------------------------------------------------ state
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to resume (tensors and plain values: loads with ``weights_only=True``)."""
+        members = {}
+        for member in self.members:
+            log = self.logs[member.name]
+            members[member.name] = {
+                "model": None if member.model is None else member.model.state_dict(),
+                "strategy": None if member.strategy is None else member.strategy.state_dict(),
+                "evaluator": member.evaluator.state_dict(),
+                "reports": log.reports,
+                "timing": log.timing,
+            }
+        return {"record": self.record, "setup": self.setup, "primary": self.primary, "members": members}
+
+    def restore(self, folder: RunFolder) -> None:
+        """Load ``folder``'s checkpoint after checking it holds this run; rewrite its derived files."""
+        checkpoint = folder.load_checkpoint()
+        found = differences(_comparable(checkpoint.get("record", {})), _comparable(self.record))
+        found += differences(checkpoint.get("setup", {}), self.setup, "setup")
+        if found:
+            raise refuse_resume(folder.path, found)
+        for member in self.members:
+            saved = checkpoint["members"][member.name]
+            try:
+                if member.model is not None:
+                    member.model.load_state_dict(saved["model"])
+                if member.strategy is not None:
+                    member.strategy.load_state_dict(saved["strategy"])
+                member.evaluator.load_state_dict(saved["evaluator"])
+            except (RuntimeError, KeyError, TypeError, ValueError) as error:
+                raise RunFolderError(f"{folder.path / CHECKPOINT} does not fit member {member.name!r} of this run ({error}); start anew with --overwrite.") from None
+            self.logs[member.name] = MemberLog(saved["reports"], saved["timing"])
+        folder.write_derived(self.document(), self.rows())
+
+    def document(self) -> dict[str, Any]:
+        """The ``results.json`` document."""
+        extras = {}
+        for member in self.members:
+            memory = getattr(member.strategy, "memory_", None)
+            extras[member.name] = {"memory_bytes": int(memory.nbytes)} if memory is not None else {}
+        document = results_document(self.record, self.logs, self.primary, extras)
+        return {**document, "setup": {**self.setup, "versions": _versions()}}
+
+    def rows(self) -> dict[str, list[dict[str, Any]]]:
+        """The ``metrics.jsonl`` files."""
+        return metrics_rows(self.record, self.logs, self.primary)
+
+
+def _comparable(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in json_safe(dict(record)).items() if k not in VOLATILE_KEYS}
+

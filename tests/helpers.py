@@ -9,7 +9,7 @@ class CrashAfter:
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def log_config(self, config):
+    def log_config(self, config, first_step=0):
         pass
 
     def log_report(self, report):

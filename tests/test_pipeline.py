@@ -50,7 +50,12 @@ def test_run_folder_holds_results_and_a_weights_only_checkpoint(tmp_path):
     assert {"average_accuracy", "forgetting"} <= set(results["metrics"])
     assert results["timing"]["train_seconds"] > 0 and results["timing"]["eval_seconds"] > 0
     checkpoint = torch.load(tmp_path / CHECKPOINT, weights_only=True)
-    assert "model" in checkpoint and "strategy" in checkpoint
+    member = checkpoint["members"]["model"]
+    assert set(member) >= {"model", "strategy", "evaluator", "reports", "timing"}
+    assert len(member["reports"]) == 5 and checkpoint["record"] == {"benchmark": "split-digits"}
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"config": {"benchmark": "split-digits"}}
+    assert [json.loads(line)["step"] for line in lines[1:]] == [0, 1, 2, 3, 4]
 
 
 def test_run_killed_after_second_experience_resumes_to_the_same_matrix(tmp_path):
@@ -69,8 +74,34 @@ def test_run_killed_after_second_experience_resumes_to_the_same_matrix(tmp_path)
 def test_resume_with_different_config_is_refused(tmp_path):
     stream = _stream()
     run(stream, _model(stream), Finetune(), config=CONFIG, out=tmp_path, record={"lr": 0.05})
-    with pytest.raises(ResumeError, match="different configuration"):
+    with pytest.raises(ResumeError, match=r"lr: 0.05 in the folder, 0.1 now"):
         run(stream, _model(stream), Finetune(), config=CONFIG, out=tmp_path, resume=True, record={"lr": 0.1})
+
+
+@pytest.mark.parametrize(
+    "change,named",
+    [
+        ({"strategy": LwF()}, "setup.members.model.strategy: 'finetune' in the folder, 'lwf' now"),
+        ({"config": TrainConfig(epochs=3, batch_size=32, lr=0.01, progress=False)}, "setup.training.lr: 0.05 in the folder, 0.01 now"),
+    ],
+)
+def test_python_api_resume_refuses_another_strategy_or_lr_and_names_it(tmp_path, change, named):
+    stream = _stream()
+    with pytest.raises(KeyboardInterrupt):
+        run(stream, _model(stream), Finetune(), loggers=[CrashAfter(0)], config=CONFIG, out=tmp_path)
+    arguments = {"strategy": Finetune(), "config": CONFIG, **change}
+    with pytest.raises(ResumeError) as error:
+        run(stream, _model(stream), arguments["strategy"], config=arguments["config"], out=tmp_path, resume=True)
+    assert named in str(error.value)
+
+
+def test_resume_ignores_options_that_do_not_change_the_numbers(tmp_path):
+    stream = _stream()
+    with pytest.raises(KeyboardInterrupt):
+        run(stream, _model(stream), Finetune(), loggers=[CrashAfter(0)], config=CONFIG, out=tmp_path, record={"lr": 0.05, "quiet": False, "tensorboard": True})
+    quiet = TrainConfig(epochs=3, batch_size=32, lr=0.05, progress=True, eval_batch_size=7)
+    resumed = run(stream, _model(stream), Finetune(), config=quiet, out=tmp_path, resume=True, record={"lr": 0.05, "quiet": True, "tensorboard": False})
+    assert resumed["finished_experiences"] == 5
 
 
 class NanAtExperience(Finetune):

@@ -66,6 +66,9 @@ class Evaluator:
             ``evaluation.posthoc.quantized_stats``); None measures the model.
         reference_stats: Precomputed compression stats of ``reference`` (several evaluators
             sharing one reference measure it once); None measures ``reference``.
+        probe: The corrupted test sets to evaluate on (several evaluators of one run share
+            one probe, so the sets are built once); None builds one from ``shifts``,
+            ``severities``, ``robustness_samples`` and ``seed`` when ``shifts`` is not empty.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Evaluator:
         seed: int = 0,
         model_stats: CompressionStats | None = None,
         reference_stats: CompressionStats | None = None,
+        probe: RobustnessProbe | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.forgetting_definition = forgetting_definition
@@ -97,7 +101,9 @@ class Evaluator:
         self.corrupted_rows_: list[list[float]] = []
         self.initial_: list[float] | None = None
         self.compression_stats_: dict[str, Any] | None = None
-        self.probe_ = RobustnessProbe(self.shifts, self.severities, robustness_samples, seed, batch_size) if self.shifts else None
+        self.probe = probe
+        if probe is None and self.shifts:
+            self.probe = RobustnessProbe(self.shifts, self.severities, robustness_samples, seed, batch_size)
 
     def row(self, model: nn.Module, stream: Stream) -> list[float]:
         """Accuracy on every experience's test set."""
@@ -108,8 +114,16 @@ class Evaluator:
         """Record a randomly initialised model's accuracy per experience (the FWT baseline)."""
         self.initial_ = self.row(model, stream)
 
-    def evaluate(self, model: nn.Module, stream: Stream, step: int) -> EvalReport:
-        """Evaluate after training experience ``step``; appends row ``step`` of R."""
+    def evaluate(self, model: nn.Module, stream: Stream, step: int, reference_accuracy: float | None = None) -> EvalReport:
+        """Evaluate after training experience ``step``; appends row ``step`` of R.
+
+        Args:
+            model: The model to evaluate.
+            stream: The stream whose test sets are measured.
+            step: Index of the experience just trained.
+            reference_accuracy: The reference's average accuracy at this step, for
+                "accuracy kept" (None: the constructor's ``reference_accuracy``).
+        """
         start = time.perf_counter()
         with eval_mode(model):
             with record_function("lkd.evaluate.clean"):
@@ -118,7 +132,7 @@ class Evaluator:
             with record_function("lkd.evaluate.robustness"):
                 robustness = self._robustness(model, stream, step)
             with record_function("lkd.evaluate.compression"):
-                sizes = self._compression(model, stream, summary["average_accuracy"])
+                sizes = self._compression(model, stream, summary["average_accuracy"], reference_accuracy)
         return EvalReport(
             step=step,
             accuracy_matrix=tuple(tuple(r) for r in self.rows_),
@@ -130,16 +144,16 @@ class Evaluator:
         )
 
     def _robustness(self, model: nn.Module, stream: Stream, step: int) -> dict[str, Any] | None:
-        if self.probe_ is None:
+        if self.probe is None:
             return None
-        result = self.probe_.evaluate(model, stream, step)
+        result = self.probe.evaluate(model, stream, step)
         self.corrupted_rows_ = self.corrupted_rows_[:step] + [list(result.pop("corrupted_row"))]
         result["corrupted_accuracy_matrix"] = [list(r) for r in self.corrupted_rows_]
         result["corrupted_forgetting"] = metrics.forgetting(self.corrupted_rows_, definition=self.forgetting_definition)
         result["severities"] = list(self.severities)
         return result
 
-    def _compression(self, model: nn.Module, stream: Stream, average_accuracy: float) -> dict[str, Any] | None:
+    def _compression(self, model: nn.Module, stream: Stream, average_accuracy: float, reference_accuracy: float | None) -> dict[str, Any] | None:
         if not self.compression:
             return None
         if self.compression_stats_ is None:
@@ -148,7 +162,10 @@ class Evaluator:
             reference = self.reference_stats or (compression.measure(self.reference, stream.input_shape, forward_kwargs=kwargs) if self.reference is not None else evaluated)
             self.compression_stats_ = {"model": evaluated, "reference": reference}
         evaluated, reference = self.compression_stats_["model"], self.compression_stats_["reference"]
-        reference_accuracy = self.reference_accuracy if self.reference is not None else average_accuracy
+        if self.reference is None:
+            reference_accuracy = average_accuracy
+        elif reference_accuracy is None:
+            reference_accuracy = self.reference_accuracy
         ratios = compression.compression_ratios(reference, evaluated, reference_accuracy, average_accuracy)
         return {"model": _stats_dict(evaluated), "reference": _stats_dict(reference), "ratios": ratios}
 

@@ -62,3 +62,20 @@ class EvalReport:
                 **dict(self.extra),
             }
         )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        """The report :meth:`to_dict` gave (fields not of the dataclass go to ``extra``)."""
+        names = {"step", "accuracy_matrix", "metrics", "initial_accuracy", "robustness", "compression", "eval_seconds"}
+        matrix = tuple(tuple(float("nan") if v is None else v for v in row) for row in data["accuracy_matrix"])
+        initial = data.get("initial_accuracy")
+        return cls(
+            step=int(data["step"]),
+            accuracy_matrix=matrix,
+            metrics={k: float("nan") if v is None else v for k, v in data["metrics"].items()},
+            initial_accuracy=tuple(initial) if initial is not None else None,
+            robustness=data.get("robustness"),
+            compression=data.get("compression"),
+            eval_seconds=float(data.get("eval_seconds") or 0.0),
+            extra={k: v for k, v in data.items() if k not in names},
+        )

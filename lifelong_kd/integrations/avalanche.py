@@ -22,7 +22,9 @@ What it offers:
 * :class:`LifelongKDMetric`: our :class:`~lifelong_kd.evaluation.evaluator.Evaluator` as
   an Avalanche ``PluginMetric``, so forgetting (our definition), robustness and
   compression appear in ``EvaluationPlugin`` loggers (text, TensorBoard, ...).
-* :func:`run_avalanche`: ``lifelong-kd run --engine avalanche``.
+* :class:`AvalancheTrainer`: Avalanche's template as a trainer of our one loop
+  (``lifelong-kd run --engine avalanche``: checkpoints and resume like any run);
+  :func:`run_avalanche` runs it.
 
 The teacher is always frozen in eval mode (:func:`lifelong_kd.teacher.freeze_copy`);
 Avalanche's own ``LearningWithoutForgetting`` (v0.6) deep-copies the model but leaves
@@ -31,7 +33,6 @@ the copy in train mode, so its teacher runs dropout and updates batch-norm stati
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -628,6 +629,52 @@ class LifelongKDMetric(PluginMetric[dict]):
 # --------------------------------------------------------------------------- engine
 
 
+class AvalancheTrainer:
+    """Avalanche's ``Naive`` template with our plugin, as a trainer of the one loop (``--engine avalanche``).
+
+    :func:`lifelong_kd.pipeline.run` seeds each experience, times it, evaluates with our
+    :class:`Evaluator`, checkpoints and resumes exactly as with our own trainer; only the
+    minibatches come from Avalanche: the same stream (as an Avalanche benchmark), model and
+    optimiser settings, with a fresh optimiser per experience as in our loop. Avalanche's
+    DataLoader draws its own shuffles (from the generator the loop seeds), so the numbers
+    match our trainer's statistically, not bit for bit; a resumed Avalanche run matches an
+    uninterrupted one exactly.
+
+    Args:
+        loggers: Avalanche loggers (e.g. ``TensorboardLogger``) given to the template's
+            ``EvaluationPlugin`` (our loggers receive our reports from the loop).
+    """
+
+    name = "avalanche"
+
+    def __init__(self, loggers: Sequence[Any] = ()) -> None:
+        self.loggers = tuple(loggers)
+        self.template_: Any = None
+        self.benchmark_: Any = None
+
+    def check(self, stream: Stream, config: Any) -> None:
+        """Avalanche's template trains whole epochs without our augmentation."""
+        if config.augment or config.iterations is not None:
+            raise ValueError("--engine avalanche supports --epochs only (no --augment, no --iterations).")
+
+    def _template(self, model: nn.Module, strategy: Strategy, stream: Stream, config: Any) -> Any:
+        if self.template_ is None:
+            with torch.random.fork_rng():  # building the template must not shift the loop's seeds
+                self.benchmark_ = benchmark_from_stream(stream)
+                self.template_ = _naive(model, LifelongKDPlugin(strategy, scenario=stream.scenario), stream, config, self.loggers)
+        return self.template_
+
+    def train(self, model: nn.Module, strategy: Strategy, stream: Stream, experience: Experience, config: Any) -> dict[str, float]:
+        """Train ``experience`` through ``template.train`` (our hooks run inside, as plugin callbacks)."""
+        from lifelong_kd.train import make_optimizer
+
+        template = self._template(model, strategy, stream, config)
+        template.optimizer = make_optimizer(model, config)
+        start = time.perf_counter()
+        template.train(self.benchmark_.train_stream[experience.index], num_workers=0)
+        return {"train_seconds": time.perf_counter() - start, "samples": len(experience.train) * config.epochs}
+
+
 def run_avalanche(
     stream: Stream,
     model: nn.Module,
@@ -638,89 +685,41 @@ def run_avalanche(
     record: Mapping[str, Any] | None = None,
     loggers: Sequence[Any] = (),
     avalanche_loggers: Sequence[Any] = (),
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run the experiment through Avalanche's ``Naive`` template with our plugin.
-
-    Same stream (as an Avalanche benchmark), same model and seed as
-    :func:`lifelong_kd.pipeline.run`; the same optimiser settings with a fresh optimiser
-    state per experience, as in our loop; our evaluator after each experience (through
-    :class:`LifelongKDMetric`). Avalanche's DataLoader draws its own shuffles, so the
-    numbers match ours statistically, not bit for bit.
-
-    Args:
-        stream: The benchmark stream.
-        model: Our Classifier.
-        strategy: Our strategy.
-        evaluator: Our evaluator.
-        config: A :class:`~lifelong_kd.train.TrainConfig` (epochs, no augmentation).
-        out: Run folder for ``results.json`` (None: nothing written).
-        record: The run's configuration, stored in ``results.json``.
-        loggers: Our loggers (``log_config``/``log_report``/``close``).
-        avalanche_loggers: Avalanche loggers (e.g. ``TensorboardLogger``) for the metrics.
+    """:func:`lifelong_kd.pipeline.run` with :class:`AvalancheTrainer` (``lifelong-kd run --engine avalanche``).
 
     Returns:
         The ``results.json`` document, as :func:`lifelong_kd.pipeline.run` returns it.
     """
-    from lifelong_kd.pipeline import RESULTS, RunState, seed_everything, write_atomic
-    from lifelong_kd.train import autocast, make_optimizer
+    from lifelong_kd.pipeline import run
 
-    if config.augment or config.iterations is not None:
-        raise ValueError("--engine avalanche supports --epochs only (no --augment, no --iterations).")
-    strategy.check_stream(stream)
-    metric = LifelongKDMetric(stream, evaluator)
-    template = _naive(model, LifelongKDPlugin(strategy, scenario=stream.scenario), metric, config, avalanche_loggers)
-    state = RunState(record or {})
-    for logger in loggers:
-        logger.log_config(state.record)
-    for experience in benchmark_from_stream(stream).train_stream:
-        seed_everything(config.seed, experience.current_experience)
-        template.optimizer = make_optimizer(model, config)
-        start = time.perf_counter()
-        with autocast(config.precision):
-            template.train(experience, num_workers=0)
-        report = metric.reports_[-1]
-        state.reports.append(report.to_dict())
-        state.timing.append(_timing(time.perf_counter() - start, report, len(experience.dataset) * config.epochs))
-        if out is not None:
-            write_atomic(Path(out) / RESULTS, json.dumps(state.results(), indent=2).encode())
-        for logger in loggers:
-            logger.log_report(report)
-    for logger in loggers:
-        logger.close()
-    return state.results()
+    trainer = AvalancheTrainer(avalanche_loggers)
+    return run(stream, model, strategy, evaluator, loggers, config, out, resume, record, overwrite=overwrite, trainer=trainer)
 
 
-def _naive(model: nn.Module, plugin: LifelongKDPlugin, metric: LifelongKDMetric, config: Any, loggers: Sequence[Any]) -> Any:
-    """Avalanche's ``Naive`` template around our Classifier, with our plugin and metric."""
+def _naive(model: nn.Module, plugin: LifelongKDPlugin, stream: Stream, config: Any, loggers: Sequence[Any]) -> Any:
+    """Avalanche's ``Naive`` template around our Classifier, with our plugin (no Avalanche metrics)."""
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.supervised import Naive
 
     from lifelong_kd.models import inference_batch_size
     from lifelong_kd.train import make_optimizer
 
-    with warnings.catch_warnings():  # "No loggers specified": our loggers read the reports instead
+    with warnings.catch_warnings():  # "No loggers specified": our loop evaluates and logs
         warnings.filterwarnings("ignore", message="No loggers specified")
         return Naive(
             model=TaskAwareClassifier(model), optimizer=make_optimizer(model, config), criterion=nn.CrossEntropyLoss(),
             train_mb_size=config.batch_size, train_epochs=config.epochs,
-            eval_mb_size=config.eval_batch_size or inference_batch_size(model, metric.stream.input_shape),
-            plugins=[plugin], evaluator=EvaluationPlugin(metric, loggers=list(loggers)),
+            eval_mb_size=config.eval_batch_size or inference_batch_size(model, stream.input_shape),
+            plugins=[plugin], evaluator=EvaluationPlugin(loggers=list(loggers)),
         )
-
-
-def _timing(total_seconds: float, report: EvalReport, samples: int) -> dict[str, float]:
-    train_seconds = total_seconds - report.eval_seconds
-    return {
-        "train_seconds": train_seconds,
-        "loop_seconds": train_seconds,
-        "eval_seconds": report.eval_seconds,
-        "samples": samples,
-        "samples_per_second": samples / max(train_seconds, 1e-9),
-    }
 
 
 __all__ = [
     "AvalancheModel",
+    "AvalancheTrainer",
     "IdentityTransform",
     "LifelongKDMetric",
     "LifelongKDPlugin",

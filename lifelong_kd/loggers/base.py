@@ -9,10 +9,16 @@ from lifelong_kd.evaluation.report import EvalReport
 
 
 class Logger(Protocol):
-    """Receives the run's config once, one report per experience, then ``close``."""
+    """Receives the run's config once, one report per experience, then ``close``.
 
-    def log_config(self, config: Mapping[str, Any]) -> None:
-        """Record the run's configuration."""
+    A resumed run starts its loggers with ``first_step`` = the last finished experience
+    and sends that experience's report again, then the new ones: a logger forgets (or
+    hides) whatever it recorded at ``first_step`` and later, so it ends with exactly one
+    entry per experience however often the run was interrupted.
+    """
+
+    def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
+        """Record the run's configuration; reports from ``first_step`` on follow."""
 
     def log_report(self, report: EvalReport) -> None:
         """Record one experience's evaluation."""

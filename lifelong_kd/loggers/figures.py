@@ -123,8 +123,8 @@ class FigureLogger:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
 
-    def log_config(self, config: Mapping[str, Any]) -> None:
-        """Nothing to draw."""
+    def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
+        """Nothing to draw (every figure is redrawn whole from each report)."""
 
     def log_report(self, report: EvalReport) -> None:
         """Redraw the figures atomically."""

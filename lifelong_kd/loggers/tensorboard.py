@@ -38,6 +38,7 @@ class TensorBoardLogger:
         self.folder = Path(folder)
         self.figures = figures
         self.writer_ = None
+        self.first_step_ = 0
         self.config_: dict[str, Any] = {}
         self.last_: EvalReport | None = None
 
@@ -50,13 +51,18 @@ class TensorBoardLogger:
         if self.writer_ is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer_ = SummaryWriter(log_dir=str(self.log_dir))
+            # purge_step: TensorBoard hides what an interrupted writer logged at or after it.
+            # A fresh run's folder holds no events, so purging at step 0 is harmless there.
+            self.writer_ = SummaryWriter(log_dir=str(self.log_dir), purge_step=self.first_step_)
         return self.writer_
 
-    def log_config(self, config: Mapping[str, Any]) -> None:
-        """The run config as a JSON text block."""
+    def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
+        """The run config as a JSON text block; events at ``first_step`` and later are replaced."""
+        self.first_step_ = first_step
         self.config_ = json_safe(dict(config))
-        self._writer().add_text("config", "```\n" + json.dumps(self.config_, indent=2) + "\n```", 0)
+        writer = self._writer()  # made now, so its purge comes before anything it logs
+        if first_step == 0:  # a resumed run keeps the text logged at step 0
+            writer.add_text("config", "```\n" + json.dumps(self.config_, indent=2) + "\n```", 0)
 
     def _scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
         for name, value in values.items():
@@ -83,13 +89,17 @@ class TensorBoardLogger:
         self.last_ = report
 
     def close(self) -> None:
-        """Write hparams with the final metrics, then close the writer."""
-        if self.last_ is not None:
+        """Write hparams with the final metrics (once the stream is finished), then close the writer.
+
+        The hparams metrics are logged at the last experience's step, so a resumed run's
+        purge replaces them like any other event of that step.
+        """
+        if self.last_ is not None and self.last_.step == len(self.last_.accuracy) - 1:
             hparams = {k: v for k, v in self.config_.items() if isinstance(v, (int, float, str, bool))}
             final = {f"final/{k}": v for k, v in self.last_.metrics.items() if _finite(v)}
             if self.last_.robustness and _finite(self.last_.robustness.get("relative_robustness")):
                 final["final/relative_robustness"] = self.last_.robustness["relative_robustness"]
-            self._writer().add_hparams(hparams, final, run_name=".")
+            self._writer().add_hparams(hparams, final, run_name=".", global_step=self.last_.step)
         if self.writer_ is not None:
             self.writer_.close()
             self.writer_ = None

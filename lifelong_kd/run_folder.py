@@ -1,0 +1,371 @@
+"""The run folder: the one module that knows its format, and the only one that writes it.
+
+A run folder holds, for every kind of run (plain, lifelong compression, Avalanche engine):
+
+* ``checkpoint.pt``: one layout (:data:`FORMAT`): the run's record, and for each member
+  (``model`` for a plain run; ``teacher``, ``student``, ``pruned_0.9``, ... for lifelong
+  compression) its model and strategy state, its evaluator state, its reports and timing.
+  It loads with ``torch.load(..., weights_only=True)``.
+* ``results.json``: derived from the checkpointed state (the primary member's document at
+  the top level; with several members, one section per member under ``models`` and a
+  ``summary`` row each);
+* ``metrics.jsonl``: derived from the checkpointed state: the config, then one row per
+  finished experience (with several members, the primary member's rows, and every
+  member's own file under ``models/<name>/``);
+* figures and TensorBoard files, written by loggers (see :mod:`lifelong_kd.pipeline`).
+
+Consistency after a kill at any instant: every file is written through a temporary file
+and an atomic rename; the checkpoint is written first and everything else is derived from
+it, so opening a folder to resume rewrites ``results.json`` and ``metrics.jsonl`` from the
+checkpoint (a kill between the two writes loses nothing), and stale temporary files are
+removed. A folder is locked (``fcntl.flock`` on ``.lock``) while a run writes it; a second
+process is refused. A folder holding a run is never overwritten unless the caller says so
+(``resume`` continues it, ``overwrite`` replaces it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lifelong_kd.evaluation.report import json_safe
+from lifelong_kd.files import save_torch_atomic, write_atomic
+
+CHECKPOINT = "checkpoint.pt"
+RESULTS = "results.json"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+MODELS = "models"
+FORMAT = "lifelong_kd.run/1"
+# Files and folders a run writes; what --overwrite removes, and what marks a folder as holding a run.
+RUN_FILES = (CHECKPOINT, RESULTS, METRICS, "tensorboard", MODELS, "accuracy_matrix.png", "forgetting_curves.png", "robustness.png")
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used as asked; the message says why and what to do."""
+
+
+class ResumeError(RunFolderError):
+    """The run folder cannot be resumed (nothing to resume, or another configuration)."""
+
+
+class RunFolder:
+    """An opened, locked run folder. Use :func:`open_run_folder`.
+
+    Args:
+        path: The folder.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock: Any = None
+
+    # ------------------------------------------------------------------ opening
+
+    def _acquire(self) -> None:
+        handle = open(self.path / LOCK, "a+")  # noqa: SIM115 (held until release)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock on this platform: no lock
+            self._lock = handle
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunFolderError(
+                f"{self.path} is being written by another process ({owner}). Wait for that run to "
+                "finish, or choose another --out folder."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock = handle
+
+    def release(self) -> None:
+        """Release the lock (the lock file stays; a lock dies with its process)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def holds_run(self) -> bool:
+        """Whether the folder holds (part of) a run."""
+        return any((self.path / name).exists() for name in RUN_FILES)
+
+    def remove_run(self) -> None:
+        """Delete every file a run writes (``--overwrite``)."""
+        for name in RUN_FILES:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    def remove_temporary_files(self) -> None:
+        """Delete temporary files a killed writer left behind (``.NAME.tmpPID``)."""
+        for stale in self.path.rglob(".*.tmp*"):
+            if stale.is_file():
+                stale.unlink()
+
+    # ------------------------------------------------------------------ reading
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint, loaded safely (``weights_only=True``) onto the CPU.
+
+        Raises:
+            RunFolderError: The file is missing a part, damaged, or not a lifelong_kd checkpoint.
+        """
+        path = self.path / CHECKPOINT
+        try:
+            checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+        except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+            raise RunFolderError(damaged_message(path, str(error).splitlines()[0] if str(error) else type(error).__name__)) from None
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+            found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+            raise RunFolderError(damaged_message(path, f"it is not a {FORMAT} checkpoint (found {found!r})"))
+        return checkpoint
+
+    # ------------------------------------------------------------------ writing
+
+    def save(self, checkpoint: Mapping[str, Any], document: Mapping[str, Any], rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Write the checkpoint, then the files derived from it.
+
+        Args:
+            checkpoint: The state to resume from (see :func:`checkpoint_document`).
+            document: The ``results.json`` document.
+            rows: ``metrics.jsonl`` contents by path relative to the folder (config line first).
+        """
+        save_torch_atomic({**checkpoint, "format": FORMAT}, self.path / CHECKPOINT)
+        self.write_derived(document, rows)
+
+    def write_derived(self, document: Mapping[str, Any], rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Rewrite ``results.json`` and the ``metrics.jsonl`` files (idempotent)."""
+        write_atomic(self.path / RESULTS, json.dumps(json_safe(document), indent=2).encode())
+        for relative, lines in rows.items():
+            text = "".join(json.dumps(json_safe(dict(line))) + "\n" for line in lines)
+            write_atomic(self.path / relative, text.encode())
+
+
+def damaged_message(path: Path, reason: str) -> str:
+    """The one-paragraph error for a damaged checkpoint."""
+    return (
+        f"{path} cannot be read ({reason}): the file is damaged (e.g. a disk filled up) or was not "
+        "written by lifelong_kd. Restore it from a copy, or start the run anew with --overwrite."
+    )
+
+
+def check_path(path: Path) -> None:
+    """Refuse a run folder path that is, or lies under, an existing file."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() and not candidate.is_dir():
+            where = "is" if candidate == path else f"lies under {candidate}, which is"
+            raise RunFolderError(f"--out {path} {where} a file, not a folder; choose a folder path for the run.")
+
+
+@contextlib.contextmanager
+def open_run_folder(path: str | Path, resume: bool = False, overwrite: bool = False) -> Iterator[RunFolder]:
+    """Open ``path`` for one run: create, lock, and check it holds what the caller expects.
+
+    Args:
+        path: The run folder.
+        resume: Continue the run the folder holds (it must have a checkpoint).
+        overwrite: Replace the run the folder holds, if any.
+
+    Raises:
+        RunFolderError: The path is a file, another process writes the folder, or it
+            holds a run and neither ``resume`` nor ``overwrite`` was asked for.
+        ResumeError: ``resume`` on a folder without a checkpoint.
+    """
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite contradict each other: choose one.")
+    folder = RunFolder(Path(path))
+    check_path(folder.path)
+    if resume and not (folder.path / CHECKPOINT).is_file():
+        held = folder.path.is_dir() and folder.holds_run()
+        raise ResumeError(
+            f"--resume: {folder.path} has no {CHECKPOINT}, so there is nothing to resume "
+            + ("(the run there finished no experience); start it anew with --overwrite." if held else "(no run was started there); drop --resume to start one.")
+        )
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder._acquire()
+    try:
+        if folder.holds_run() and not resume:
+            if not overwrite:
+                raise RunFolderError(
+                    f"{folder.path} already holds a run. Continue it with --resume, replace it with "
+                    "--overwrite, or choose another --out folder."
+                )
+            folder.remove_run()
+        folder.remove_temporary_files()
+        yield folder
+    finally:
+        folder.release()
+
+
+# ---------------------------------------------------------------------- records
+
+
+def differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Human-readable differences between two JSON-like records (``key: saved -> current``)."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        found = []
+        for key in sorted(set(saved) | set(current), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in saved or key not in current:
+                present = "only in the folder" if key in saved else "only now"
+                value = saved.get(key, current.get(key))
+                found.append(f"{name} ({present}: {value!r})")
+            else:
+                found.extend(differences(saved[key], current[key], name))
+        return found
+    if json_safe(saved) != json_safe(current):
+        return [f"{prefix or 'value'}: {saved!r} in the folder, {current!r} now"]
+    return []
+
+
+def refuse_resume(path: Path, found: Sequence[str]) -> ResumeError:
+    """The error for a resume whose configuration differs, listing what differs."""
+    listed = "; ".join(found[:12]) + (f"; and {len(found) - 12} more" if len(found) > 12 else "")
+    return ResumeError(
+        f"{path} holds a run with another configuration ({listed}). Resume it with the same options, "
+        "start it anew with --overwrite, or choose another --out folder."
+    )
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json`` document, with clear errors when it is missing or damaged."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS
+    if not path.is_file():
+        raise RunFolderError(f"{path} does not exist: pass a run folder written by `lifelong-kd run`.")
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path} is not valid JSON ({error}); the file is damaged. Rerun the run, or resume it with --resume to rewrite the file.") from None
+    if not isinstance(document, dict) or "accuracy_matrix" not in document or "config" not in document:
+        raise RunFolderError(f"{path} is not a lifelong_kd results file (no config/accuracy_matrix); pass a run folder written by `lifelong-kd run`.")
+    return document
+
+
+# ---------------------------------------------------------------------- documents
+
+
+class MemberLog:
+    """What one member of a run has finished: a report and a timing row per experience.
+
+    Args:
+        reports: ``EvalReport.to_dict()`` of each finished experience.
+        timing: Timing of each finished experience (train/eval seconds, samples, ...).
+    """
+
+    def __init__(self, reports: Sequence[Mapping[str, Any]] = (), timing: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.reports = [dict(r) for r in reports]
+        self.timing = [dict(t) for t in timing]
+
+    @property
+    def finished(self) -> int:
+        """Number of finished experiences."""
+        return len(self.reports)
+
+    def add(self, report: Mapping[str, Any], timing: Mapping[str, Any]) -> None:
+        """Record experience ``report["step"]`` (replacing it if it was recorded already)."""
+        step = int(report["step"])
+        self.reports = self.reports[:step] + [dict(report)]
+        self.timing = self.timing[:step] + [dict(timing)]
+
+
+def section(record: Mapping[str, Any], log: MemberLog, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One member's results: config, accuracy matrix, metrics, reports, timing."""
+    last = log.reports[-1] if log.reports else {}
+    return json_safe(
+        {
+            "config": dict(record),
+            "finished_experiences": log.finished,
+            "accuracy_matrix": last.get("accuracy_matrix", []),
+            "metrics": last.get("metrics", {}),
+            "initial_accuracy": last.get("initial_accuracy"),
+            "robustness": last.get("robustness"),
+            "compression": last.get("compression"),
+            **dict(extra or {}),
+            "reports": log.reports,
+            "timing": {
+                "train_seconds": sum(t.get("train_seconds", 0.0) for t in log.timing),
+                "eval_seconds": sum(t.get("eval_seconds", 0.0) for t in log.timing),
+                "per_experience": log.timing,
+                "machine": {"cpu_threads": torch.get_num_threads(), "platform": _platform()},
+            },
+        }
+    )
+
+
+def _platform() -> str:
+    import platform
+
+    return platform.platform()
+
+
+def results_document(
+    record: Mapping[str, Any], logs: Mapping[str, MemberLog], primary: str, extras: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The ``results.json`` document.
+
+    With one member, its :func:`section`. With several (lifelong compression), the
+    primary member's section at the top level (so ``lifelong-kd report`` reads it like any
+    run), ``models``: every member's section without the config, and ``summary``: one row
+    of headline numbers per member with at least one finished experience.
+    """
+    extras = extras or {}
+    sections = {name: section(record, log, extras.get(name)) for name, log in logs.items()}
+    document = dict(sections[primary])
+    if len(sections) > 1:
+        document["models"] = {name: {k: v for k, v in part.items() if k != "config"} for name, part in sections.items()}
+        document["summary"] = [summary_row(name, part) for name, part in sections.items() if part["reports"]]
+    return document
+
+
+def metrics_rows(record: Mapping[str, Any], logs: Mapping[str, MemberLog], primary: str) -> dict[str, list[dict[str, Any]]]:
+    """``metrics.jsonl`` files (by relative path): the config line, then one row per experience."""
+    rows = {METRICS: [{"config": dict(record)}, *logs[primary].reports]}
+    if len(logs) > 1:
+        for name, log in logs.items():
+            rows[f"{MODELS}/{name}/{METRICS}"] = [{"config": {**record, "model_name": name}}, *log.reports]
+    return rows
+
+
+def summary_row(name: str, part: Mapping[str, Any]) -> dict[str, Any]:
+    """Headline numbers of one member's section (fractions; ratios are reference / member)."""
+    last = part["reports"][-1]
+    ratios = (part.get("compression") or {}).get("ratios", {})
+    model_stats = (part.get("compression") or {}).get("model", {})
+    robustness = part.get("robustness") or {}
+    return {
+        "model": name,
+        "average_accuracy": part["metrics"].get("average_accuracy"),
+        "forgetting": part["metrics"].get("forgetting"),
+        "relative_robustness": robustness.get("relative_robustness"),
+        "mean_corrupted_accuracy": robustness.get("mean_corrupted_accuracy"),
+        "parameters": model_stats.get("parameters"),
+        "nonzero_parameters": last.get("nonzero_parameters", model_stats.get("parameters")),
+        "parameter_ratio": ratios.get("parameter_ratio"),
+        "nonzero_parameter_ratio": last.get("nonzero_parameter_ratio", ratios.get("parameter_ratio")),
+        "bytes_ratio": ratios.get("bytes_ratio"),
+        "flops_ratio": ratios.get("flops_ratio"),
+        "latency_ratio": ratios.get("latency_ratio"),
+        "latency_seconds": model_stats.get("latency_seconds"),
+        "accuracy_kept": ratios.get("accuracy_kept"),
+        "sparsity": last.get("sparsity"),
+        "train_seconds": part["timing"]["train_seconds"],
+    }
