@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results_doc import DEFAULT_DATA, OUTPUT, append_jsonl, hardware, markdown_table, mean_std, read_jsonl, write_section  # noqa: E402
+from results_doc import DEFAULT_DATA, OUTPUT, ROOT, append_jsonl, hardware, markdown_table, mean_std, read_jsonl, write_section  # noqa: E402
 
 from lifelong_kd.cli import execute  # noqa: E402
 from lifelong_kd.config import RunConfig  # noqa: E402
@@ -157,6 +157,7 @@ def run_one(suite: str, method: str, seed: int, args: argparse.Namespace) -> dic
         "eval_seconds": results["timing"]["eval_seconds"],
         "wall_seconds": time.perf_counter() - start,
         "command": command(config),
+        "hardware": hardware(),
         "accuracy_matrix": results["accuracy_matrix"],
     }
     append_jsonl(log_path(suite), record)
@@ -230,17 +231,41 @@ def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> s
     commands = "\n".join(sorted({r["command"] for r in records}))
     wall = sum(r["wall_seconds"] for r in records) / 60
     subset = f", {first['train_size']} training images per experience (seeded subsample)" if first.get("train_size") else ", all training images"
+    samples = recorded_option(first, "--robustness-samples") or args.robustness_samples
     return (
         f"Data: {data}; {suite.n_experiences} experiences, {suite.scenario} scenario{subset}. Model `{first['model']}`, "
         f"{first['epochs']} epoch(s) per experience, SGD lr {suite.lr} momentum 0.9, batch {suite.batch_size}"
         f"{', random crop + flip' if suite.augment else ''}; the same budget for every method. Robustness: default "
-        f"corruption suite (8 corruptions x severities 1-5, {args.robustness_samples} test images per experience). "
-        f"Hardware: {hardware()}; total wall time {wall:.0f} min.\n\n"
+        f"corruption suite (8 corruptions x severities 1-5, {samples} test images per experience). "
+        f"Hardware: {first.get('hardware') or hardware()}; total wall time {wall:.0f} min.\n\n"
         f"{table(records, suite.published)}\n\n"
         f"Average accuracy on the experiences seen so far and forgetting after each experience, per method "
         f"(mean over seeds):\n\n![{suite_name} curves](images/{draw_curves(suite_name, records)})\n\n"
-        f"{notes(suite_name)}Commands (`python benchmarks/run.py {suite_name}` runs them all):\n\n"
+        f"{notes(suite_name)}Commands ({suite_commands(suite_name, records)}):\n\n"
         f"```\n{commands}\n```\n"
+    )
+
+
+def recorded_option(record: dict, flag: str) -> str | None:
+    """The value of ``flag`` in a record's ``lifelong-kd run`` command (None when absent)."""
+    parts = record["command"].split()
+    return parts[parts.index(flag) + 1] if flag in parts[:-1] else None
+
+
+def suite_commands(suite_name: str, records: list[dict]) -> str:
+    """The suite commands that produce these records (and rebuild the section from its log alone)."""
+    suite, first = SUITES[suite_name], records[0]
+    budget = [f"--model {first['model']}"] if first["model"] != suite.model else []
+    budget += [f"--epochs {first['epochs']}"] if first["epochs"] != suite.epochs else []
+    for flag in ("--train-size", "--test-size", "--robustness-samples"):
+        value = recorded_option(first, flag)
+        budget += [f"{flag} {value}"] if value is not None else []
+    seeds = ",".join(str(seed) for seed in sorted({r["seed"] for r in records}))
+    options = " ".join(budget)
+    return (
+        f"`python benchmarks/run.py {suite_name} --seeds {seeds} {options} --write-results` runs them all; "
+        f"`python benchmarks/run.py {suite_name} --table-only {options} --write-results` rebuilds this section "
+        f"from `{log_path(suite_name).relative_to(ROOT)}` without running"
     )
 
 
@@ -273,7 +298,7 @@ def robustness_section(quick: bool) -> str:
         "test set (default suite: gaussian noise, impulse noise, gaussian blur, contrast, brightness, pixelate, JPEG, "
         "rotation; severities 1-5; definitions in [metrics.md](metrics.md)). Corrupted forgetting is the forgetting "
         "formula applied to the matrix of mean corrupted accuracies: does a method protect robustness on old tasks "
-        "too? Produced by `python benchmarks/run.py robustness` from the runs of those suites.\n\n"
+        "too? Rebuilt from the logs of those suites by `python benchmarks/run.py robustness --table-only --write-results`.\n\n"
         + markdown_table(headers, rows)
         + "\n\n"
         + notes("robustness").rstrip()
