@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from lifelong_kd.data.benchmarks import StreamOptions
@@ -13,6 +12,9 @@ from lifelong_kd.train import TrainConfig
 
 # Small embedded streams need more passes than one: 250 samples per experience.
 DEFAULT_EPOCHS = {"split-digits": 20, "permuted-digits": 20}
+# Largest run seed: the loop derives torch seeds as seed * 1_000_003 + experience (pipeline.seed_everything),
+# which must stay below 2**63; 2**31 - 1 also fits every 32-bit seed API (numpy, Python's random).
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class RunConfig:
     download: bool = False
     out: str | None = None
     resume: bool = False
+    overwrite: bool = False  # replace the run --out holds (without it, a folder holding a run is refused)
     quiet: bool = False
     engine: str = "lifelong-kd"  # training loop: ours, or "avalanche" (its Naive template + our plugin) to compare
     shifts: str = "default"  # robustness suite: "default", "none", "all" or "name,name,..."
@@ -59,6 +62,13 @@ class RunConfig:
     prune: tuple[float, ...] = (0.5, 0.8, 0.9)  # sparsities of the pruned-teacher baselines (Han et al. 2015: ~90%)
     student_alone: bool = False  # also train the student without the large teacher (LwF only), as a baseline
     strategy_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(
+                f"--seed must be an integer from 0 to {MAX_SEED} (2**31 - 1; the run derives 64-bit torch seeds "
+                f"from it), got {self.seed!r}; pick a smaller seed."
+            )
 
     def train_config(self) -> TrainConfig:
         """The training settings."""
@@ -105,26 +115,3 @@ class RunConfig:
 def field_names() -> tuple[str, ...]:
     """Names of the :class:`RunConfig` fields (without ``strategy_options``)."""
     return tuple(f.name for f in fields(RunConfig) if f.name != "strategy_options")
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML config file (no code is evaluated); keys may use ``-`` or ``_``."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file {path} does not exist.")
-    with path.open("rb") as handle:
-        try:
-            data = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"Config file {path} is not valid TOML: {error}") from error
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key in ("strategy_options", "strategy-options"):
-            flat.update({k.replace("-", "_"): v for k, v in value.items()})
-        else:
-            flat[key.replace("-", "_")] = value
-    return flat

@@ -76,7 +76,8 @@ __all__ = [
 ]
 
 # Record keys that do not change a run's numbers: they may differ between a run and its resumption.
-VOLATILE_KEYS = frozenset({"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "download"})
+# (``strategy_options`` as typed are compared through the setup record: the strategies' full options.)
+VOLATILE_KEYS = frozenset({"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "download", "eval_batch_size", "strategy_options"})
 
 
 def seed_everything(seed: int, experience_index: int = -1) -> None:
@@ -265,8 +266,14 @@ def setup_record(stream: Stream, members: Sequence[Member], config: TrainConfig,
             "options": None if member.strategy is None else _plain(member.strategy.options()),
             "teacher": member.teacher,
             "source": member.source,
+            "evaluator": member.evaluator.settings(),
         }
-    stream_part = {"name": stream.name, "scenario": stream.scenario, "experiences": len(stream), "classes": stream.n_classes}
+    stream_part = {
+        "name": stream.name,
+        "scenario": stream.scenario,
+        "classes": stream.n_classes,
+        "experiences": [{"classes": list(e.classes), "train": len(e.train), "test": len(e.test)} for e in stream],
+    }
     return json_safe({"stream": stream_part, "training": training, "trainer": trainer.name, "members": described})
 
 

@@ -1,130 +1,239 @@
-"""Argument parsing: the parser, config files (read and type-checked) and the :class:`RunConfig` they give."""
+"""Argument parsing: the parser, config files (read and type-checked) and the :class:`RunConfig` they give.
+
+Every ``run`` flag is a :class:`~lifelong_kd.config.RunConfig` field, typed by the field's
+annotation; strategy options are typed by the strategy constructors' annotations and explained
+by their docstrings (:mod:`lifelong_kd.cli.options`). A config file uses the same names and is
+checked by the same types.
+"""
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import sys
+import typing
 from collections.abc import Mapping
-from dataclasses import fields, replace
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
 
 from lifelong_kd.cli.compose import STRATEGIES
 from lifelong_kd.cli.errors import UsageError
-from lifelong_kd.config import RunConfig, field_names, read_toml
+from lifelong_kd.cli.options import Parameter, all_options, flag, help_text, strategy_parameters
+from lifelong_kd.cli.values import toml_type_name, value_kind
+from lifelong_kd.config import RunConfig, field_names
+
+# Namespace attributes that are not RunConfig fields.
+NOT_FIELDS = ("command", "config_file")
+# Prefix of the namespace attributes holding strategy options (as typed on the command line).
+OPTION_PREFIX = "opt_"
 
 
-def strategy_parameters() -> dict[str, Any]:
-    """Every strategy option (name -> default) over all strategies in :data:`STRATEGIES`."""
-    options: dict[str, Any] = {}
-    for cls in STRATEGIES.values():
-        for name, parameter in inspect.signature(cls.__init__).parameters.items():
-            if name != "self" and parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-                options.setdefault(name, parameter.default)
-    return options
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one-paragraph :class:`UsageError` messages (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise :class:`UsageError` (``main`` prints it and exits with 2)."""
+        raise UsageError(f"{self.prog}: {message}. See `{self.prog} --help`.")
 
 
-def parse_value(text: str) -> Any:
-    """Parse a flag value: bool, int, float, comma-separated list of numbers, or string."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if "," in text:
-        return [parse_value(part) for part in text.split(",") if part.strip()]
-    return text
+def field_kind(name: str) -> Any:
+    """The flag parser of RunConfig field ``name``, from its annotation."""
+    return value_kind(typing.get_type_hints(RunConfig)[name]).parse
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--config", dest="config_file", help="TOML file whose keys are these flags (flags given here win)")
-    add("--benchmark", help="stream name (see `lifelong-kd list`); default split-digits, embedded")
+def _add_stream_arguments(add: Any) -> None:
+    add("--benchmark", help="stream name (see `lifelong-kd list`; default split-digits, embedded in scikit-learn)")
     add("--scenario", choices=("task", "domain", "class"), help="default task")
-    add("--n-experiences", type=int)
-    add("--strategy", help="default finetune")
-    add("--model", help="model spec: mlp:400,400 | convnet:32 | resnet18:20 | auto (default)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--epochs", type=int, help="passes per experience (default 1; 20 on digits)")
-    group.add_argument("--iterations", type=int, help="fixed minibatches per experience instead of epochs")
-    add("--batch-size", type=int)
-    add("--lr", type=float)
-    add("--optimizer", choices=("sgd", "adam"))
-    add("--momentum", type=float)
-    add("--weight-decay", type=float)
-    add("--augment", action=argparse.BooleanOptionalAction, help="random crop + flip (CIFAR)")
-    add("--seed", type=int)
-    add("--eval-batch-size", type=int)
-    add("--precision", choices=("fp32", "bf16"), help="bf16: bfloat16 autocast, ~2x faster on CPUs with AVX512-BF16/AMX")
-    add("--train-size", type=int, help="training samples kept per experience (quick runs)")
-    add("--test-size", type=int, help="test samples kept per experience")
-    add("--class-order", type=lambda s: tuple(int(c) for c in s.split(",")), help="e.g. 9,8,7,6,5,4,3,2,1,0")
-    add("--shuffle-classes", action=argparse.BooleanOptionalAction)
+    add("--n-experiences", type=field_kind("n_experiences"), help="experiences of the stream (default: the benchmark's own)")
+    add("--train-size", type=field_kind("train_size"), help="training samples kept per experience (quick runs)")
+    add("--test-size", type=field_kind("test_size"), help="test samples kept per experience")
+    add("--class-order", type=field_kind("class_order"), help="class order of split streams, e.g. 9,8,7,6,5,4,3,2,1,0")
+    add("--shuffle-classes", action=argparse.BooleanOptionalAction, help="seeded shuffle of the class order")
     add("--data-root", help="folder with torchvision roots / image archives (default $LIFELONG_KD_DATA or ./data)")
     add("--download", action=argparse.BooleanOptionalAction, help="let torchvision download missing data")
-    add("--out", help="run folder (default runs/<benchmark>-<scenario>-<strategy>-s<seed>-<time>)")
-    add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out")
-    add("--quiet", action=argparse.BooleanOptionalAction, help="no progress bar")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, add: Any) -> None:
+    add("--strategy", help=f"one of {', '.join(STRATEGIES)} (default finetune)")
+    add("--model", help="model spec: mlp:400,400 | convnet:32 | resnet18:20 | auto (default)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--epochs", type=field_kind("epochs"), help="passes per experience (default 1; 20 on digits)")
+    group.add_argument("--iterations", type=field_kind("iterations"), help="fixed minibatches per experience instead of epochs")
+    add("--batch-size", type=field_kind("batch_size"), help="default 128")
+    add("--lr", type=field_kind("lr"), help="learning rate (default 0.01)")
+    add("--optimizer", choices=("sgd", "adam"), help="default sgd; a fresh optimiser per experience")
+    add("--momentum", type=field_kind("momentum"), help="SGD momentum (default 0.9)")
+    add("--weight-decay", type=field_kind("weight_decay"), help="default 0")
+    add("--augment", action=argparse.BooleanOptionalAction, help="random crop + flip (CIFAR)")
+    add("--seed", type=field_kind("seed"), help="0 to 2147483647 (default 0); same seed, same numbers")
+    add("--precision", choices=("fp32", "bf16"), help="bf16: bfloat16 autocast, ~2x faster on CPUs with AVX512-BF16/AMX")
     add("--engine", choices=("lifelong-kd", "avalanche"), help="training loop: ours (default) or Avalanche's with our plugin")
+
+
+def _add_output_arguments(add: Any) -> None:
+    add("--eval-batch-size", type=field_kind("eval_batch_size"), help="inference batch of evaluation (default: per model)")
     add("--shifts", help="robustness suite: default | none | all | NAME,NAME (see `lifelong-kd list`)")
-    add("--severities", type=lambda s: tuple(int(c) for c in s.split(",")), help="corruption severities, e.g. 1,3,5")
-    add("--robustness-samples", type=int, help="test samples per experience under each corruption (default 256)")
+    add("--severities", type=field_kind("severities"), help="corruption severities, e.g. 1,3,5 (default 1,2,3,4,5)")
+    add("--robustness-samples", type=field_kind("robustness_samples"), help="test samples per experience under each corruption (default 256)")
     add("--reference-model", help="run folder of a reference (teacher) model for compression ratios")
+    add("--out", help="run folder (default runs/<benchmark>-<scenario>-<strategy>-s<seed>-<time>)")
+    add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last finished experience")
+    add("--overwrite", action=argparse.BooleanOptionalAction, help="replace a finished run in --out (a new run; --resume continues one)")
     add("--tensorboard", action=argparse.BooleanOptionalAction, help="write TensorBoard event files (default on)")
+    add("--quiet", action=argparse.BooleanOptionalAction, help="no progress bar and no banner")
+
+
+def _add_compression_arguments(add: Any) -> None:
     add("--student", help="lifelong compression: small model spec (e.g. mlp:100,100) distilled from --model with `compress`")
     add("--teacher", help="lifelong compression: run folder (or checkpoint.pt) of a finished teacher, instead of training --model")
-    add("--prune", type=lambda s: tuple(float(c) for c in s.split(",") if c.strip()), help="pruned-teacher sparsities (default 0.5,0.8,0.9; '' for none)")
+    add("--prune", type=field_kind("prune"), help="pruned-teacher sparsities (default 0.5,0.8,0.9; '' for none)")
     add("--student-alone", action=argparse.BooleanOptionalAction, help="also train the student without the large teacher (baseline)")
-    strategy_group = parser.add_argument_group("strategy options (each applies to the strategies that take it)")
-    for name in strategy_parameters():
-        strategy_group.add_argument("--" + name.replace("_", "-"), dest="opt_" + name, type=parse_value, metavar=name.upper())
+
+
+def _add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per strategy option, in a group per strategy (the first in the map that takes it)."""
+    taken = set(field_names()) | set(NOT_FIELDS)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, parameters in all_options(STRATEGIES).items():
+        if name in taken:
+            raise RuntimeError(f"Strategy option {name!r} ({parameters[0].strategy}) has the name of a run option; rename it.")
+        owner = parameters[0].strategy
+        if owner not in groups:
+            groups[owner] = parser.add_argument_group(f"options of --strategy {owner} (types and help from its docstring)")
+        _add_strategy_flag(groups[owner], name, parameters)
+
+
+def _add_strategy_flag(group: argparse._ArgumentGroup, name: str, parameters: list[Parameter]) -> None:
+    """The flag of one option; its text is typed later, by the strategy that receives it."""
+    dest, help_line = OPTION_PREFIX + name, help_text(parameters)
+    if all(parameter.kind.description == "true or false" for parameter in parameters):
+        group.add_argument(flag(name), dest=dest, nargs="?", const="true", metavar="{true,false}", help=help_line)
+        no_flag = "--no-" + flag(name)[2:]
+        group.add_argument(no_flag, dest=dest, action="store_const", const="false", help=argparse.SUPPRESS)
+        return
+    suggestions = next((parameter.suggestions for parameter in parameters if parameter.suggestions), ())
+    metavar = "{" + ",".join(suggestions) + "}" if suggestions else name.upper()
+    group.add_argument(flag(name), dest=dest, metavar=metavar, help=help_line)
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The argument parser (every default is None so a config file can fill it)."""
+    """The argument parser (every ``run`` default is None so a config file can fill it)."""
     from lifelong_kd import __version__
 
-    parser = argparse.ArgumentParser(prog="lifelong-kd", description="Continual learning with knowledge distillation.")
+    parser = Parser(prog="lifelong-kd", description="Continual learning with knowledge distillation.")
     parser.add_argument("--version", action="version", version=f"lifelong-kd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="train a strategy on a stream and evaluate it")
-    _add_run_arguments(run_parser)
+    run_parser.add_argument("--config", dest="config_file", help="TOML file whose keys are these flags (flags given here win)")
+    _add_stream_arguments(run_parser.add_argument)
+    _add_training_arguments(run_parser, run_parser.add_argument)
+    _add_output_arguments(run_parser.add_argument)
+    _add_compression_arguments(run_parser.add_argument)
+    _add_strategy_arguments(run_parser)
     commands.add_parser("list", help="list benchmarks, strategies and models")
     report_parser = commands.add_parser("report", help="compare finished runs side by side")
     report_parser.add_argument("runs", nargs="+", help="run folders (holding results.json)")
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults <- config file <- explicit flags; unknown config keys are an error."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file (no code is evaluated); keys may use ``-`` or ``_``.
+
+    A ``[strategy_options]`` table is flattened: its keys are strategy options like the top-level ones.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"Config file {path} does not exist; check the path given to --config.")
+    with path.open("rb") as handle:
+        try:
+            data = tomllib.load(handle)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise UsageError(f"Config file {path} is not valid TOML ({error}); fix the line named.") from error
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in ("strategy_options", "strategy-options"):
+            flat.update({k.replace("-", "_"): v for k, v in value.items()})
+        else:
+            flat[key.replace("-", "_")] = value
+    return flat
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """RunConfig values (type-checked against the field annotations) and strategy options (checked later) of a config file.
+
+    Raises:
+        UsageError: Unknown key, or a value of the wrong type (the message names the file, key, type and value).
+    """
+    hints = typing.get_type_hints(RunConfig)
+    known_options = all_options(STRATEGIES)
     values: dict[str, Any] = {}
     options: dict[str, Any] = {}
-    if args.config_file:
-        known_options = strategy_parameters()
-        for key, value in read_toml(args.config_file).items():
-            if key in field_names():
-                values[key] = tuple(value) if key in ("class_order", "severities", "prune") else value
-            elif key in known_options:
-                options[key] = value
-            else:
-                valid = ", ".join(sorted(set(field_names()) | set(known_options)))
-                raise UsageError(f"Config file {args.config_file}: unknown key {key!r}. Valid keys: {valid}.")
+    for key, value in read_toml(path).items():
+        if key in field_names():
+            values[key] = _convert(value_kind(hints[key]), value, f"Config file {path}: key {key!r}")
+        elif key in known_options:
+            options[key] = value
+        else:
+            valid = ", ".join(sorted(set(field_names()) | set(known_options)))
+            raise UsageError(f"Config file {path}: unknown key {key!r}. Valid keys: {valid}.")
+    return values, options
+
+
+def _convert(kind: Any, value: Any, where: str) -> Any:
+    """``kind.convert(value)``, or a :class:`UsageError` naming ``where``, the expected type and the value."""
+    try:
+        return kind.convert(value)
+    except TypeError:
+        raise UsageError(f"{where} must be {kind.description}, got {value!r} ({toml_type_name(value)}).") from None
+
+
+def _parse(kind: Any, text: str, name: str) -> Any:
+    """``kind.parse(text)``, or a :class:`UsageError` naming the flag."""
+    try:
+        return kind.parse(text)
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"argument {flag(name)}: {error}.") from None
+
+
+def receivers(config: RunConfig) -> list[dict[str, Parameter]]:
+    """Parameters of the strategies that will receive the options: ``--strategy`` (and ``compress`` with ``--student``/``--teacher``)."""
+    names = [config.strategy] + (["compress"] if config.student or config.teacher else [])
+    return [strategy_parameters(name, STRATEGIES[name]) for name in names if name in STRATEGIES]
+
+
+def typed_options(config: RunConfig, from_file: Mapping[str, Any], from_flags: Mapping[str, str], path: str | None) -> dict[str, Any]:
+    """Strategy options typed by the strategy that receives each (the first that takes it).
+
+    An option no receiving strategy takes is passed on as it is: composing the run rejects it
+    with the list of options the strategy does take.
+    """
+    takers = receivers(config)
+    options: dict[str, Any] = {}
+    for name, value in {**from_file, **from_flags}.items():
+        parameter = next((parameters[name] for parameters in takers if name in parameters), None)
+        if parameter is None:
+            options[name] = value
+        elif name in from_flags:
+            options[name] = _parse(parameter.kind, value, name)
+        else:
+            options[name] = _convert(parameter.kind, value, f"Config file {path}: key {name!r}")
+    return options
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Defaults <- config file <- explicit flags; unknown config keys and wrong types are errors."""
+    values, file_options = read_config_file(args.config_file) if args.config_file else ({}, {})
+    flag_options: dict[str, str] = {}
     for key, value in vars(args).items():
-        if value is None or key in ("command", "config_file"):
+        if value is None or key in NOT_FIELDS:
             continue
-        if key.startswith("opt_"):
-            options[key[4:]] = value
+        if key.startswith(OPTION_PREFIX):
+            flag_options[key[len(OPTION_PREFIX) :]] = value
         else:
             values[key] = value
-    _check_types(values)
-    return replace(RunConfig(), **values, strategy_options=options)
-
-
-def _check_types(values: Mapping[str, Any]) -> None:
-    types = {f.name: f.type for f in fields(RunConfig)}
-    for key, value in values.items():
-        expected = str(types[key])
-        if "int" in expected and not ("float" in expected or "str" in expected) and not isinstance(value, (int, tuple)):
-            raise UsageError(f"{key} must be an integer, got {value!r}.")
+    config = replace(RunConfig(), **values)
+    return replace(config, strategy_options=typed_options(config, file_options, flag_options, args.config_file))

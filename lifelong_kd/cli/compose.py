@@ -6,8 +6,6 @@ command line derives each strategy's options from it (:mod:`lifelong_kd.cli.opti
 
 from __future__ import annotations
 
-import inspect
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -16,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from lifelong_kd.cli.errors import UsageError
+from lifelong_kd.cli.options import check_accepted, strategy_parameters
 from lifelong_kd.config import RunConfig
 from lifelong_kd.strategies.base import Strategy
 from lifelong_kd.strategies.compress import Compress
@@ -46,15 +45,11 @@ def build_strategy(name: str, options: Mapping[str, Any]) -> Strategy:
     if name not in STRATEGIES:
         raise UsageError(f"Unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}.")
     cls = STRATEGIES[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        valid = ", ".join(sorted(accepted)) or "none"
-        raise UsageError(f"Strategy {name!r} does not take option(s) {', '.join(unknown)}; it takes: {valid}.")
+    check_accepted(name, cls, options)
     try:
         return cls(**options)
-    except TypeError as error:
-        raise UsageError(f"Strategy {name!r}: {error}") from error
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"Strategy {name!r}: {error}") from None
 
 
 def default_out(config: RunConfig) -> str:
@@ -63,51 +58,94 @@ def default_out(config: RunConfig) -> str:
     return str(Path("runs") / f"{config.benchmark}-{config.scenario}-{config.strategy}-s{config.seed}-{stamp}")
 
 
+# Benchmarks that ship with scikit-learn: --data-root does not change them.
+EMBEDDED = frozenset({"split-digits", "permuted-digits"})
+
+
+def model_spec(spec: str, input_shape: tuple[int, ...]) -> str:
+    """A model spec with ``auto`` resolved (``auto`` -> ``mlp:400,400`` for grayscale inputs)."""
+    from lifelong_kd.models import parse_spec
+
+    name, widths = parse_spec(spec, input_shape)
+    return name + (":" + ",".join(str(w) for w in widths) if widths else "")
+
+
+def resolve(config: RunConfig, stream: Any) -> RunConfig:
+    """The config as it runs: defaults filled and paths resolved, so that equal settings written
+    differently (``--epochs 20`` and the default 20, ``$LIFELONG_KD_DATA`` and ``--data-root``,
+    a trailing slash) record the same values (``results.json``, and the resume check)."""
+    from lifelong_kd.data.sources import default_data_root
+
+    root = None if config.benchmark in EMBEDDED else str(Path(config.data_root or default_data_root()).expanduser().resolve())
+    return replace(
+        config,
+        out=config.out or default_out(config),
+        model=model_spec(config.model, stream.input_shape),
+        student=model_spec(config.student, stream.input_shape) if config.student else None,
+        teacher=str(Path(config.teacher).expanduser().resolve()) if config.teacher else None,
+        reference_model=str(Path(config.reference_model).expanduser().resolve()) if config.reference_model else None,
+        epochs=config.train_config().epochs,
+        n_experiences=len(stream),
+        data_root=root,
+    )
+
+
 def execute(config: RunConfig) -> dict[str, Any]:
-    """Build stream, model, strategy, evaluator and loggers from ``config`` and run."""
+    """Build stream, model, strategy, evaluator and loggers from ``config`` and run them in the loop."""
     from lifelong_kd import pipeline
     from lifelong_kd.data.benchmarks import build_stream
     from lifelong_kd.evaluation.evaluator import Evaluator
-    from lifelong_kd.loggers.figures import FigureLogger
-    from lifelong_kd.loggers.jsonl import JsonlLogger
     from lifelong_kd.models import build_model
 
     if config.resume and config.out is None:
         raise UsageError("--resume needs --out RUN_DIR: the folder of the run to continue.")
     if config.student or config.teacher:
         return execute_compression(config)
-    train_config = config.train_config()
     strategy = build_strategy(config.strategy, config.strategy_options)
     stream = build_stream(config.benchmark, config.stream_options())
     strategy.check_stream(stream)
-    out = config.out or default_out(config)
-    config = replace(config, out=out)
+    config = resolve(config, stream)
+    trainer = make_trainer(config)
     pipeline.seed_everything(config.seed)
     model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs)
-    evaluator = make_evaluator(config, stream)
-    loggers: list = [JsonlLogger(out), FigureLogger(out)]
+    evaluator = Evaluator(**evaluator_options(config, stream))
+    if not config.quiet:
+        print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
+              f"{config.model} ({sum(p.numel() for p in model.parameters()):,} parameters); run folder {config.out}", flush=True)
+    return pipeline.run(
+        stream, model, strategy, evaluator, run_loggers(Path(config.out), config, figures=True), config.train_config(),
+        config.out, config.resume, config.record(), overwrite=config.overwrite, trainer=trainer,
+    )
+
+
+def make_trainer(config: RunConfig) -> Any:
+    """Our trainer, or Avalanche's template for ``--engine avalanche``."""
+    if config.engine != "avalanche":
+        return None
+    from lifelong_kd.integrations.avalanche import AvalancheTrainer
+
+    return AvalancheTrainer()
+
+
+def run_loggers(folder: Path, config: RunConfig, figures: bool) -> list[Any]:
+    """Loggers writing into ``folder``: figures (PNG) and TensorBoard events, as the config asks."""
+    loggers: list[Any] = []
+    if figures:
+        from lifelong_kd.loggers.figures import FigureLogger
+
+        loggers.append(FigureLogger(folder))
     if config.tensorboard:
         from lifelong_kd.loggers.tensorboard import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(out))
-    if not config.quiet:
-        print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
-              f"{config.model} ({sum(p.numel() for p in model.parameters()):,} parameters); run folder {out}", flush=True)
-    if config.engine == "avalanche":
-        from lifelong_kd.integrations.avalanche import run_avalanche
-
-        if config.resume:
-            raise UsageError("--resume is not supported with --engine avalanche.")
-        return run_avalanche(stream, model, strategy, evaluator, train_config, out, config.record(), loggers)
-    results = pipeline.run(stream, model, strategy, evaluator, loggers, train_config, out, config.resume, config.record())
-    return results
+        loggers.append(TensorBoardLogger(folder))
+    return loggers
 
 
 def split_compression_options(config: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Strategy options for the teacher's strategy and for ``Compress`` (an option may go to both)."""
     if config.strategy not in STRATEGIES:
         raise UsageError(f"Unknown strategy {config.strategy!r}; choose one of: {', '.join(STRATEGIES)}.")
-    accepted = {name: set(inspect.signature(STRATEGIES[name].__init__).parameters) - {"self"} for name in (config.strategy, "compress")}
+    accepted = {name: set(strategy_parameters(name, STRATEGIES[name])) for name in (config.strategy, "compress")}
     unknown = sorted(set(config.strategy_options) - accepted[config.strategy] - accepted["compress"])
     if unknown:
         raise UsageError(f"Option(s) {', '.join(unknown)} apply to neither {config.strategy!r} (the teacher's strategy) nor 'compress' (the student's).")
@@ -118,9 +156,11 @@ def split_compression_options(config: RunConfig) -> tuple[dict[str, Any], dict[s
 
 def execute_compression(config: RunConfig) -> dict[str, Any]:
     """Lifelong compression (``--student``): teacher (trained with ``--strategy`` or loaded with ``--teacher``) and student."""
+    import functools
+
     from lifelong_kd import compression_run, pipeline
     from lifelong_kd.data.benchmarks import build_stream
-    from lifelong_kd.loggers.jsonl import JsonlLogger
+    from lifelong_kd.evaluation.evaluator import Evaluator
     from lifelong_kd.models import build_model
 
     if not config.student:
@@ -129,75 +169,78 @@ def execute_compression(config: RunConfig) -> dict[str, Any]:
         raise UsageError("--student runs on our engine and uses the teacher as the reference: drop --engine avalanche / --reference-model.")
     teacher_options, student_options = split_compression_options(config)
     stream = build_stream(config.benchmark, config.stream_options())
-    out = Path(config.out or default_out(config))
-    config = replace(config, out=str(out))
+    config = resolve(config, stream)
+    out = Path(config.out)
     pipeline.seed_everything(config.seed)
     if config.teacher:
-        teacher, teacher_strategy = load_reference(config.teacher, stream)[0], None
+        teacher, teacher_strategy = load_reference(config.teacher, stream, "--teacher")[0], None
     else:
         teacher = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs)
         teacher_strategy = build_strategy(config.strategy, teacher_options)
     student = build_model(config.student, stream.input_shape, stream.n_heads, stream.n_outputs)
-
-    def make_evaluator_for(reference: Any = None, reference_accuracy: float | None = None) -> Any:
-        evaluator = make_evaluator(config, stream)
-        evaluator.reference, evaluator.reference_accuracy = reference, reference_accuracy
-        return evaluator
-
-    def make_loggers(name: str) -> list[Any]:
-        loggers: list[Any] = [JsonlLogger(out / "models" / name)]
-        if config.tensorboard:
-            from lifelong_kd.loggers.tensorboard import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(out / "models" / name))
-        return loggers
-
+    options = {k: v for k, v in evaluator_options(config, stream).items() if k not in ("reference", "reference_accuracy")}
+    members = compression_run.compression_members(
+        stream, teacher, student, build_strategy("compress", student_options), teacher_strategy,
+        functools.partial(Evaluator, **options), config.prune, True, config.student_alone,
+        lambda name: run_loggers(out / "models" / name, config, figures=False),
+    )
     if not config.quiet:
         sizes = " vs ".join(f"{sum(p.numel() for p in m.parameters()):,}" for m in (teacher, student))
         print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences): teacher {config.teacher or config.model} "
               f"({config.strategy if teacher_strategy else 'loaded'}) -> student {config.student}, {sizes} parameters; run folder {out}", flush=True)
-    return compression_run.run_compression(
-        stream, teacher, student, build_strategy("compress", student_options), teacher_strategy, config.train_config(),
-        make_evaluator_for, config.prune, True, config.student_alone, out, config.resume, config.record(), make_loggers,
+    return pipeline.run_members(
+        stream, members, config.train_config(), out, config.resume, config.record(), overwrite=config.overwrite, primary="student"
     )
 
 
-def load_reference(path: str, stream: Any) -> tuple[Any, float | None]:
-    """The model of a finished run (folder or its checkpoint.pt) and its final average accuracy."""
-    import torch
+def load_reference(path: str, stream: Any, flag: str = "--reference-model") -> tuple[Any, float | None]:
+    """The model of a finished run (its folder or its checkpoint.pt) and its final average accuracy.
 
+    A lifelong-compression folder gives its teacher; any other run, its model.
+
+    Args:
+        path: The run folder (or its ``checkpoint.pt``).
+        stream: The stream the model must fit.
+        flag: The option that named ``path``, for error messages.
+    """
     from lifelong_kd.models import build_model
-    from lifelong_kd.pipeline import CHECKPOINT, RESULTS
+    from lifelong_kd.run_folder import CHECKPOINT, RESULTS, RunFolder, RunFolderError, read_results
 
     folder = Path(path).parent if Path(path).is_file() else Path(path)
     if not (folder / RESULTS).is_file() or not (folder / CHECKPOINT).is_file():
-        raise UsageError(f"--reference-model {path}: expected a run folder with {RESULTS} and {CHECKPOINT}.")
-    results = json.loads((folder / RESULTS).read_text())
-    model = build_model(results["config"]["model"], stream.input_shape, stream.n_heads, stream.n_outputs)
+        raise UsageError(f"{flag} {path}: expected a run folder with {RESULTS} and {CHECKPOINT} (a finished `lifelong-kd run`).")
     try:
-        checkpoint = torch.load(folder / CHECKPOINT, weights_only=True)
-        model.load_state_dict(checkpoint["model"] if "model" in checkpoint else checkpoint["models"]["teacher"])
-    except RuntimeError as error:
-        raise UsageError(f"--reference-model {path}: it was trained on a different stream or head layout ({error}).") from error
-    return model, results["metrics"].get("average_accuracy")
+        results = read_results(folder)
+        checkpoint = RunFolder(folder).load_checkpoint()
+    except RunFolderError as error:
+        raise UsageError(f"{flag} {path}: {error}") from None
+    members = checkpoint["members"]
+    name = "teacher" if "teacher" in members else checkpoint["primary"]
+    spec = results["config"]["model"]
+    try:
+        model = build_model(spec, stream.input_shape, stream.n_heads, stream.n_outputs)
+        model.load_state_dict(members[name]["model"])
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"{flag} {path}: its model ({spec}) was trained on a different stream or head layout ({str(error).splitlines()[0]}).") from None
+    section = results.get("models", {}).get(name, results)
+    return model, section["metrics"].get("average_accuracy")
 
 
-def make_evaluator(config: RunConfig, stream: Any) -> Any:
-    """The evaluator a run config asks for (robustness suite, reference model)."""
+def evaluator_options(config: RunConfig, stream: Any) -> dict[str, Any]:
+    """The :class:`~lifelong_kd.evaluation.evaluator.Evaluator` arguments a run config asks for."""
     from lifelong_kd.data.shifts import parse_shifts
-    from lifelong_kd.evaluation.evaluator import Evaluator
 
     reference, reference_accuracy = (None, None)
     if config.reference_model:
         reference, reference_accuracy = load_reference(config.reference_model, stream)
     if config.robustness_samples is not None and config.robustness_samples < 1:
         raise UsageError(f"robustness_samples must be positive, got {config.robustness_samples}.")
-    return Evaluator(
-        batch_size=config.eval_batch_size,
-        shifts=parse_shifts(config.shifts),
-        severities=config.severities,
-        robustness_samples=config.robustness_samples,
-        reference=reference,
-        reference_accuracy=reference_accuracy,
-        seed=config.seed,
-    )
+    return {
+        "batch_size": config.eval_batch_size,
+        "shifts": parse_shifts(config.shifts),
+        "severities": config.severities,
+        "robustness_samples": config.robustness_samples,
+        "reference": reference,
+        "reference_accuracy": reference_accuracy,
+        "seed": config.seed,
+    }

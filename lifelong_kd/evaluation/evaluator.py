@@ -169,6 +169,18 @@ class Evaluator:
         ratios = compression.compression_ratios(reference, evaluated, reference_accuracy, average_accuracy)
         return {"model": _stats_dict(evaluated), "reference": _stats_dict(reference), "ratios": ratios}
 
+    def settings(self) -> dict[str, Any]:
+        """What this evaluator measures (plain values; the run's resume check compares them)."""
+        return {
+            "forgetting_definition": self.forgetting_definition,
+            "shifts": list(self.shifts),
+            "severities": list(self.severities),
+            "robustness_samples": self.robustness_samples,
+            "seed": self.seed,
+            "compression": self.compression,
+            "reference": self.reference is not None,
+        }
+
     def state_dict(self) -> dict[str, Any]:
         """Rows measured so far and the initial accuracies."""
         return {"rows": [list(r) for r in self.rows_], "corrupted_rows": [list(r) for r in self.corrupted_rows_], "initial": self.initial_}
