@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -62,16 +63,23 @@ def command_list(_: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 on bad input, 1 on a failed run)."""
+    """Entry point; returns the exit code.
+
+    ``0`` success (``--help`` and ``--version`` too); ``2`` bad input: a one-paragraph message
+    on stderr that names the problem and the fix, never a traceback; ``1`` the run stopped on
+    a non-finite loss; ``130`` interrupted.
+    """
     from lifelong_kd.data.sources import DataNotFoundError
-    from lifelong_kd.pipeline import ResumeError
+    from lifelong_kd.run_folder import RunFolderError
     from lifelong_kd.train import NonFiniteLossError
 
-    args = make_parser().parse_args(argv)
     handlers = {"run": command_run, "list": command_list, "report": command_report}
     try:
+        args = make_parser().parse_args(argv)
         return handlers[args.command](args)
-    except (UsageError, ValueError, DataNotFoundError, FileNotFoundError, ResumeError) as error:
+    except SystemExit as stop:  # --help, --version
+        return stop.code if isinstance(stop.code, int) else 0
+    except (UsageError, ValueError, DataNotFoundError, FileNotFoundError, RunFolderError) as error:
         print(f"lifelong-kd: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:
@@ -80,3 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lifelong-kd: interrupted; finished experiences are in the run folder (--resume continues).", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading (`| head`)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python closes stdout at exit and must not fail on it
+        return 0
