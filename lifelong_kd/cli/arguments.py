@@ -112,7 +112,7 @@ def _add_strategy_flag(group: argparse._ArgumentGroup, name: str, parameters: li
         group.add_argument(no_flag, dest=dest, action="store_const", const="false", help=argparse.SUPPRESS)
         return
     suggestions = next((parameter.suggestions for parameter in parameters if parameter.suggestions), ())
-    metavar = "{" + ",".join(suggestions) + "}" if suggestions else name.upper()
+    metavar = "{" + ",".join(suggestions) + "}" if suggestions else parameters[0].kind.metavar
     group.add_argument(flag(name), dest=dest, metavar=metavar, help=help_line)
 
 

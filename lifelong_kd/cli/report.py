@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,39 +56,87 @@ def format_metrics(metrics: Mapping[str, float | None]) -> str:
     return "  ".join(f"{k}: {'n/a' if v is None else f'{100 * v:.2f}%'}" for k, v in metrics.items())
 
 
-def report_rows(run_dirs: Sequence[str]) -> list[dict[str, Any]]:
-    """One summary row per finished run folder."""
-    rows = []
-    for run_dir in run_dirs:
-        path = Path(run_dir) / "results.json"
-        if not path.is_file():
-            raise UsageError(f"{run_dir} has no results.json; pass run folders written by `lifelong-kd run`.")
+# Keys a results.json must hold, with their JSON types, for `lifelong-kd report` to read it.
+REQUIRED_RESULTS = {"config": dict, "metrics": dict, "finished_experiences": int, "accuracy_matrix": list}
+
+
+def read_finished(run_dir: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A run folder's ``results.json`` if its run is finished, else ``(None, why not)``.
+
+    Raises:
+        UsageError: The path does not exist, or its ``results.json`` is damaged or not a results file.
+    """
+    folder, path = Path(run_dir), Path(run_dir) / "results.json"
+    if not folder.exists():
+        raise UsageError(f"{run_dir} does not exist; pass run folders written by `lifelong-kd run`.")
+    if not folder.is_dir():
+        return None, "not a run folder"
+    if not path.is_file():
+        return None, "no results.json yet (unfinished, or not a run folder)"
+    results = _load_results(path)
+    finished, total = results["finished_experiences"], _experiences(results)
+    if finished < 1 or (total is not None and finished < total):
+        return None, f"unfinished ({finished} of {total or '?'} experiences; `lifelong-kd run --resume --out {run_dir}` continues it)"
+    return results, None
+
+
+def _load_results(path: Path) -> dict[str, Any]:
+    """The parsed ``results.json``, checked for the keys the report reads."""
+    fix = "re-run it (or drop the folder from the list)"
+    try:
         results = json.loads(path.read_text())
-        config, metrics, timing = results["config"], results["metrics"], results["timing"]
-        robustness = results.get("robustness") or {}
-        ratios = (results.get("compression") or {}).get("ratios", {})
-        rows.append(
-            {
-                "run": Path(run_dir).name,
-                "benchmark": config.get("benchmark"),
-                "scenario": config.get("scenario"),
-                "strategy": config.get("strategy"),
-                "exps": results["finished_experiences"],
-                "avg_acc": metrics.get("average_accuracy"),
-                "forgetting": metrics.get("forgetting"),
-                "bwt": metrics.get("backward_transfer"),
-                "fwt": metrics.get("forward_transfer"),
-                "corrupted_acc": robustness.get("mean_corrupted_accuracy"),
-                "rel_robustness": robustness.get("relative_robustness"),
-                "corrupted_forgetting": robustness.get("corrupted_forgetting"),
-                "param_ratio": ratios.get("parameter_ratio"),
-                "flops_ratio": ratios.get("flops_ratio"),
-                "acc_kept": ratios.get("accuracy_kept"),
-                "train_s": timing.get("train_seconds"),
-                "eval_s": timing.get("eval_seconds"),
-            }
-        )
-    return rows
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is damaged (not valid JSON: {error}); {fix}.") from None
+    if not isinstance(results, dict):
+        raise UsageError(f"{path} is not a lifelong-kd results file: it holds a JSON {type(results).__name__}, not an object; {fix}.")
+    wrong = [key for key, kind in REQUIRED_RESULTS.items() if not isinstance(results.get(key), kind) or isinstance(results.get(key), bool)]
+    if wrong:
+        raise UsageError(f"{path} is not a lifelong-kd results file: {', '.join(wrong)} missing or of the wrong type; {fix}.")
+    return results
+
+
+def _experiences(results: Mapping[str, Any]) -> int | None:
+    """Experiences of the run's stream: the width of its accuracy matrix (None when it has no row yet)."""
+    matrix = results["accuracy_matrix"]
+    return len(matrix[0]) if matrix and isinstance(matrix[0], list) else None
+
+
+def report_rows(run_dirs: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One summary row per finished run folder, and one note per folder left out (unfinished, not a run)."""
+    rows, notes = [], []
+    for run_dir in run_dirs:
+        results, why = read_finished(run_dir)
+        if results is None:
+            notes.append(f"skipped {run_dir}: {why}")
+        else:
+            rows.append(summary_row(run_dir, results))
+    return rows, notes
+
+
+def summary_row(run_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    """The report row of one finished run."""
+    config, metrics, timing = results["config"], results["metrics"], results.get("timing") or {}
+    robustness = results.get("robustness") or {}
+    ratios = (results.get("compression") or {}).get("ratios", {})
+    return {
+        "run": Path(run_dir).name,
+        "benchmark": config.get("benchmark"),
+        "scenario": config.get("scenario"),
+        "strategy": config.get("strategy"),
+        "exps": results["finished_experiences"],
+        "avg_acc": metrics.get("average_accuracy"),
+        "forgetting": metrics.get("forgetting"),
+        "bwt": metrics.get("backward_transfer"),
+        "fwt": metrics.get("forward_transfer"),
+        "corrupted_acc": robustness.get("mean_corrupted_accuracy"),
+        "rel_robustness": robustness.get("relative_robustness"),
+        "corrupted_forgetting": robustness.get("corrupted_forgetting"),
+        "param_ratio": ratios.get("parameter_ratio"),
+        "flops_ratio": ratios.get("flops_ratio"),
+        "acc_kept": ratios.get("accuracy_kept"),
+        "train_s": timing.get("train_seconds"),
+        "eval_s": timing.get("eval_seconds"),
+    }
 
 
 def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -110,6 +159,11 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    """``lifelong-kd report RUN_DIR...``."""
-    print(format_rows(report_rows(args.runs)))
+    """``lifelong-kd report RUN_DIR...``: finished runs side by side; unfinished folders are noted on stderr."""
+    rows, notes = report_rows(args.runs)
+    for note in notes:
+        print(f"lifelong-kd: note: {note}", file=sys.stderr)
+    if not rows:
+        raise UsageError(f"None of the {len(args.runs)} folder(s) given holds a finished run; wait for them to finish or resume them.")
+    print(format_rows(rows))
     return 0
