@@ -42,13 +42,32 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from avalanche.benchmarks import dataset_benchmark
-from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
-from avalanche.core import SupervisedPlugin
-from avalanche.evaluation.metric_definitions import PluginMetric
-from avalanche.evaluation.metric_results import MetricValue
-from avalanche.models import MultiTaskModule
 from torch import Tensor, nn
+
+
+class AvalancheNotInstalledError(ImportError, ValueError):
+    """Avalanche (``avalanche-lib``) is missing: the ``[avalanche]`` extra was not installed.
+
+    An ``ImportError``, and a ``ValueError`` so that the command line reports it as bad input
+    (``--engine avalanche`` without the extra) in one paragraph, without a traceback.
+    """
+
+
+try:
+    from avalanche.benchmarks import dataset_benchmark
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+    from avalanche.core import SupervisedPlugin
+    from avalanche.evaluation.metric_definitions import PluginMetric
+    from avalanche.evaluation.metric_results import MetricValue
+    from avalanche.models import MultiTaskModule
+except ModuleNotFoundError as error:
+    if (error.name or "").split(".")[0] != "avalanche":
+        raise  # Avalanche is there but one of its own dependencies is not: Python's message names it
+    raise AvalancheNotInstalledError(
+        "the Avalanche integration (lifelong_kd.integrations.avalanche, --engine avalanche) needs "
+        "Avalanche, which is not installed. Install the extra: pip install 'lifelong-kd[avalanche]' "
+        "(from a checkout: pip install -e '.[avalanche]'), or use the default engine."
+    ) from error
 
 from lifelong_kd.data.stream import Batch, BatchTransform, Experience, Split, Stream
 from lifelong_kd.evaluation.evaluator import Evaluator
@@ -527,7 +546,8 @@ class LifelongKDPlugin(SupervisedPlugin):
     def _batch(self, strategy: Any) -> Batch:
         x, y = strategy.mb_x, strategy.mb_y
         task_id = strategy.mbatch[-1] if len(strategy.mbatch) >= 3 else torch.zeros_like(y)
-        return Batch(x, y, task_id.long(), torch.arange(len(y), device=y.device), augmented=True)
+        # No position in the experience is known: index -1 (memory strategies then store batch.x).
+        return Batch(x, y, task_id.long(), torch.full_like(y, -1), augmented=True)
 
     def before_forward(self, strategy: Any, **kwargs: Any) -> None:
         """Record head inputs; give the student ``transform_batch``'s view of the batch."""
