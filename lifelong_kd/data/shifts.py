@@ -117,9 +117,10 @@ from types import MappingProxyType
 
 import torch
 import torch.nn.functional as nnf
-import torchvision.io as tvio
-import torchvision.transforms.v2.functional as tvf
 from torch import Tensor
+
+# torchvision is imported inside the three corruptions that use it: importing it loads
+# torch._dynamo (about a second), which `import lifelong_kd` should not pay.
 
 Level = float | tuple[float, ...]
 """One severity's constants: a number, or a tuple for multi-parameter corruptions."""
@@ -452,6 +453,8 @@ def _zoom_blur(x: Tensor, level: Level, generator: torch.Generator) -> Tensor:
 
 def _contrast(x: Tensor, factor: float, generator: torch.Generator) -> Tensor:
     """Blend with the per-image mean: ``factor * x + (1 - factor) * mean``."""
+    import torchvision.transforms.v2.functional as tvf
+
     return tvf.adjust_contrast(x, factor)
 
 
@@ -492,10 +495,12 @@ def _pixelate(x: Tensor, scale: float, generator: torch.Generator) -> Tensor:
 
 def _jpeg(x: Tensor, quality: float, generator: torch.Generator) -> Tensor:
     """Round trip through libjpeg at ``quality`` (1..100) on the uint8 image."""
+    import torchvision.io as tvio
+
     images = (x * 255.0).round().clamp(0, 255).to(torch.uint8).cpu()
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its image codecs in favour of TorchCodec (not a
-        # dependency); they still work, and pyproject caps torchvision at 0.29.x.
+        # dependency); they still work in the tested releases (README, Quickstart).
         warnings.filterwarnings("ignore", _TORCHVISION_CODEC_DEPRECATION, DeprecationWarning)
         encoded = tvio.encode_jpeg(list(images), quality=int(quality))
         decoded = torch.stack(tvio.decode_jpeg(encoded))
@@ -504,6 +509,8 @@ def _jpeg(x: Tensor, quality: float, generator: torch.Generator) -> Tensor:
 
 def _rotate(x: Tensor, degrees: float, generator: torch.Generator) -> Tensor:
     """Rotation by ``degrees`` about the centre, direction random per image, black fill."""
+    import torchvision.transforms.v2.functional as tvf
+
     clockwise = _uniform((x.shape[0],), x, generator) < 0.5
     mode = tvf.InterpolationMode.BILINEAR
     left = tvf.rotate(x, degrees, interpolation=mode)

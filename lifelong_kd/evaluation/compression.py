@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -187,9 +189,7 @@ def latency_seconds(
     if min_run_time <= 0:
         raise ValueError(f"min_run_time must be positive, got {min_run_time}")
     inputs = _example_input(model, tuple(input_shape), batch_size)
-    from torch.utils import benchmark  # imported here: it loads cpp_extension, slow and noisy
-
-    timer = benchmark.Timer(
+    timer = _torch_benchmark().Timer(
         stmt="model(inputs, **forward_kwargs)",
         globals={"model": model, "inputs": inputs, "forward_kwargs": dict(forward_kwargs or {})},
         num_threads=num_threads or torch.get_num_threads(),
@@ -197,6 +197,24 @@ def latency_seconds(
     with _evaluation_mode(model), torch.inference_mode():
         measurement = timer.blocked_autorange(min_run_time=min_run_time)
     return float(measurement.median)
+
+
+def _torch_benchmark() -> ModuleType:
+    """``torch.utils.benchmark``, imported on first use and without torch's CUDA_HOME warning.
+
+    Importing it loads ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found,
+    using CUDA_HOME=..." on machines with a CUDA toolkit directory and no GPU: a note about
+    compiling C++ extensions, which timing a model never does. Importing it here, not at
+    module level, also keeps ``import lifelong_kd`` fast.
+    """
+    extension_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = extension_logger.level
+    extension_logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        extension_logger.setLevel(level)
+    return benchmark
 
 
 @dataclass(frozen=True)
