@@ -61,6 +61,9 @@ class StreamOptions:
     data_root: str | Path | None = None
     download: bool = False
 
+    def __post_init__(self) -> None:
+        _validate(self)
+
 
 def _subsample(split: Split, size: int | None, generator: torch.Generator) -> Split:
     if size is None or size >= len(split):
@@ -69,15 +72,20 @@ def _subsample(split: Split, size: int | None, generator: torch.Generator) -> Sp
     return Split(split.x[keep], split.y[keep])
 
 
+def _is_count(value: object) -> bool:
+    """An integer >= 1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _validate(options: StreamOptions, n_classes: int | None = None) -> None:
     if options.scenario not in SCENARIOS:
         raise ValueError(f"Unknown scenario {options.scenario!r}; choose one of {', '.join(SCENARIOS)}.")
-    if options.n_experiences is not None and options.n_experiences < 1:
-        raise ValueError(f"n_experiences must be at least 1, got {options.n_experiences}.")
+    if options.n_experiences is not None and not _is_count(options.n_experiences):
+        raise ValueError(f"n_experiences must be an integer of at least 1 (or unset: the benchmark's own), got {options.n_experiences!r}.")
     for name in ("train_size", "test_size"):
         value = getattr(options, name)
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be a positive number of samples, got {value}.")
+        if value is not None and not _is_count(value):
+            raise ValueError(f"{name} must be a positive number of samples (or unset: all), got {value!r}.")
     if n_classes is not None and options.n_experiences is not None and n_classes % options.n_experiences:
         raise ValueError(
             f"Cannot split {n_classes} classes into {options.n_experiences} equal experiences; "
@@ -114,7 +122,7 @@ def split_stream(
     """Divide a labelled data set's classes into equal groups, one group per experience."""
     train, test = data
     n_classes = int(train.y.max()) + 1
-    n_experiences = options.n_experiences or default_experiences
+    n_experiences = default_experiences if options.n_experiences is None else options.n_experiences
     _validate(replace(options, n_experiences=n_experiences), n_classes)
     order = _class_order(n_classes, options)
     per = n_classes // n_experiences
@@ -146,7 +154,7 @@ def permuted_stream(
     _validate(options)
     train, test = data
     n_base = int(train.y.max()) + 1
-    n_experiences = options.n_experiences or default_experiences
+    n_experiences = default_experiences if options.n_experiences is None else options.n_experiences
     n_pixels = train.x.shape[-1] * train.x.shape[-2]
     generator = torch.Generator().manual_seed(options.seed)
     experiences = []

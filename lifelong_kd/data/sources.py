@@ -29,6 +29,14 @@ class DataNotFoundError(FileNotFoundError):
     """A data set is not where we looked; the message says where and how to fix it."""
 
 
+class DataDamagedError(ValueError):
+    """A data file is there but cannot be read; the message names it and says how to fix it."""
+
+
+# Element type code of an idx file (the MNIST format) -> bytes per element (LeCun et al.'s idx spec).
+IDX_ELEMENT_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
 def default_data_root() -> Path:
     """``$LIFELONG_KD_DATA`` if set, else ``./data``."""
     return Path(os.environ.get("LIFELONG_KD_DATA", "data"))
@@ -76,6 +84,7 @@ def load_torchvision(name: str, root: str | Path, download: bool = False) -> tup
 
     Raises:
         DataNotFoundError: The files are not under ``root`` and ``download`` is off (or failed).
+        DataDamagedError: The files are there but cannot be read (a damaged idx header, a truncated file).
     """
     import torchvision.datasets as tvd
 
@@ -83,12 +92,38 @@ def load_torchvision(name: str, root: str | Path, download: bool = False) -> tup
     root = Path(root)
     try:
         return _torchvision_split(dataset_cls, root, True, download), _torchvision_split(dataset_cls, root, False, download)
+    except (AssertionError, KeyError, IndexError, ValueError) as error:  # torchvision's idx reader asserts on bad headers
+        raise _damaged(name, root, error) from None
     except (RuntimeError, OSError) as error:
         hint = "check your network connection" if download else "pass --download to fetch it"
         raise DataNotFoundError(
             f"{name} not found under {root.resolve()} (torchvision layout, e.g. {root / name / 'raw'}). "
             f"Point --data-root at the folder that holds it, or {hint}. ({error})"
         ) from error
+
+
+def idx_problem(path: Path) -> str | None:
+    """What is wrong with an idx file (MNIST's format: ``00 00 <type> <dims>``, big-endian sizes, data), or None."""
+    with path.open("rb") as handle:
+        header = handle.read(4)
+        if len(header) < 4 or header[:2] != b"\0\0" or header[2] not in IDX_ELEMENT_BYTES or not 1 <= header[3] <= 3:
+            return f"its header {header.hex(' ')!r} is not an idx header (00 00 <type> <1-3 dimensions>)"
+        sizes = [int.from_bytes(handle.read(4), "big") for _ in range(header[3])]
+    expected = 4 + 4 * len(sizes) + IDX_ELEMENT_BYTES[header[2]] * int(torch.tensor(sizes).prod())
+    actual = path.stat().st_size
+    return None if actual == expected else f"it has {actual:,} bytes where its header announces {expected:,} (truncated or damaged)"
+
+
+def _damaged(name: str, root: Path, error: BaseException) -> DataDamagedError:
+    """The error for a torchvision data set whose files exist but cannot be read, naming the damaged idx files."""
+    raw = root / name / "raw"
+    problems = [(path, idx_problem(path)) for path in sorted(raw.glob("*-ubyte")) if path.is_file()]
+    named = "; ".join(f"{path} is damaged: {problem}" for path, problem in problems if problem)
+    where = named or f"the {name} files under {raw} cannot be read ({type(error).__name__}: {error})"
+    return DataDamagedError(
+        f"{where}. Delete the damaged file(s) and fetch {name} again (--download, or copy the files from a good source), "
+        "or point --data-root at an intact copy."
+    )
 
 
 def _decode_images(blobs: list[bytes]) -> Tensor:

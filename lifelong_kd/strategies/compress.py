@@ -112,10 +112,10 @@ class Compress(Strategy):
         self._snapshot_state: dict[str, Tensor] | None = None
         self._projection_state: dict[str, Tensor] | None = None
         self._projection_optimizer: torch.optim.Optimizer | None = None
+        self._check_options()
 
-    def check_stream(self, stream: Stream) -> None:
-        """Validate the options against ``stream`` and record its scenario."""
-        super().check_stream(stream)
+    def _check_options(self) -> None:
+        """Raise ``ValueError`` naming the first option out of its range (at construction, before any data is loaded)."""
         distill.check_temperature(self.temperature)
         if self.hint_distance not in losses.FEATURE_DISTANCE_KINDS:
             raise ValueError(f"hint_distance must be one of {', '.join(losses.FEATURE_DISTANCE_KINDS)}, got {self.hint_distance!r}.")
@@ -123,6 +123,10 @@ class Compress(Strategy):
             raise ValueError(f"teacher_heads must be one of {', '.join(TEACHER_HEADS)}, got {self.teacher_heads!r}.")
         for key in ("teacher_weight", "hint_weight", "hint_lr", "self_weight", "label_weight"):
             distill.check_number(key, getattr(self, key))
+
+    def check_stream(self, stream: Stream) -> None:
+        """Check the scenario and record it (the options were checked at construction)."""
+        super().check_stream(stream)
         self.scenario_ = stream.scenario
 
     def set_teacher(self, teacher: nn.Module | None) -> None:

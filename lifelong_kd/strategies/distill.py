@@ -26,6 +26,9 @@ from lifelong_kd.teacher import freeze_copy
 NOISE_KINDS = ("none", "gaussian", "dropout")
 # Minibatch of the head warm-up (the loop's default, van de Ven et al. 2019).
 WARMUP_BATCH_SIZE = 128
+# Sensible distillation temperatures: at T = 1e30 every soft target is uniform (LwF silently becomes
+# fine-tuning); below 0.1 soft targets are one-hot. Hinton et al. 2015 use 1..20, Li & Hoiem 2016 use 2.
+TEMPERATURE_RANGE = (0.1, 100.0)
 
 
 @dataclass(frozen=True)
@@ -123,9 +126,13 @@ def check_number(name: str, value: object, minimum: float | None = 0.0) -> None:
 
 
 def check_temperature(temperature: float) -> None:
-    """Raise ``ValueError`` unless the temperature is a finite positive number."""
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0 (2 in Li & Hoiem 2016), got {temperature!r}.")
+    """Raise ``ValueError`` unless the temperature is a number in :data:`TEMPERATURE_RANGE`."""
+    low, high = TEMPERATURE_RANGE
+    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and low <= temperature <= high):
+        raise ValueError(
+            f"temperature must be a number from {low:g} to {high:g} (2 in Li & Hoiem 2016; Hinton et al. 2015 use 1 to 20), "
+            f"got {temperature!r}: far above, every soft target is uniform and distillation does nothing."
+        )
 
 
 def teacher_state(teacher: nn.Module) -> dict[str, Tensor]:

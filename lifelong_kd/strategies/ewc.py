@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lifelong_kd.data.stream import Batch, Experience, Stream
+from lifelong_kd.data.stream import Batch, Experience
 from lifelong_kd.strategies.base import ModelOutput, Strategy
 from lifelong_kd.strategies.distill import check_number
 
@@ -214,10 +214,10 @@ class EWC(Strategy):
         self.ewc_decay = ewc_decay
         self.fishers_: list[dict[str, Tensor]] = []
         self.anchors_: list[dict[str, Tensor]] = []
+        self._check_options()
 
-    def check_stream(self, stream: Stream) -> None:
-        """Validate the options (and the scenario)."""
-        super().check_stream(stream)
+    def _check_options(self) -> None:
+        """Raise ``ValueError`` naming the first option out of its range (at construction, before any data is loaded)."""
         check_number("ewc_lambda", self.ewc_lambda)
         check_number("ewc_decay", self.ewc_decay)
         checks = [

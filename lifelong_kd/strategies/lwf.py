@@ -104,12 +104,18 @@ class LwF(Strategy):
         self._experience: Experience | None = None
         self._active_classes = 0
         self._teacher_state: dict[str, Tensor] | None = None
+        self._check_options()
 
     def check_stream(self, stream: Stream) -> None:
-        """Validate the options against ``stream`` and record its scenario."""
+        """Check the scenario and one ``alpha`` per experience, and record the scenario."""
         super().check_stream(stream)
-        distill.check_temperature(self.temperature)
         distill.check_alpha(self.alpha, len(stream))
+        self.scenario_ = stream.scenario
+
+    def _check_options(self) -> None:
+        """Raise ``ValueError`` naming the first option out of its range (at construction, before any data is loaded)."""
+        distill.check_temperature(self.temperature)
+        distill.check_alpha(self.alpha, 0)
         distill.check_noise(self.noise, self.noise_level)
         if self.feature_distance not in losses.FEATURE_DISTANCE_KINDS:
             kinds = ", ".join(losses.FEATURE_DISTANCE_KINDS)
@@ -120,7 +126,6 @@ class LwF(Strategy):
         distill.check_number("feature_weight", self.feature_weight)
         distill.check_number("entropy_weight", self.entropy_weight, minimum=None)
         distill.check_number("noise_level", self.noise_level)
-        self.scenario_ = stream.scenario
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Rebuild a restored teacher, drop the old cache, warm up the new head."""

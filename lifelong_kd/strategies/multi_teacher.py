@@ -59,14 +59,19 @@ class MultiTeacher(Strategy):
         self.cache_: list[Tensor] | None = None
         self._experience: Experience | None = None
         self._teacher_states: list[dict[str, Tensor]] = []
+        self._check_options()
 
-    def check_stream(self, stream: Stream) -> None:
-        """Validate the options against ``stream`` and record its scenario."""
-        super().check_stream(stream)
+    def _check_options(self) -> None:
+        """Raise ``ValueError`` naming the first option out of its range (at construction, before any data is loaded)."""
         distill.check_temperature(self.temperature)
-        distill.check_alpha(self.alpha, len(stream))
+        distill.check_alpha(self.alpha, 0)
         if self.combine not in COMBINE_MODES:
             raise ValueError(f"combine must be one of {', '.join(COMBINE_MODES)}, got {self.combine!r}.")
+
+    def check_stream(self, stream: Stream) -> None:
+        """Check the scenario and one ``alpha`` per experience, and record the scenario."""
+        super().check_stream(stream)
+        distill.check_alpha(self.alpha, len(stream))
         self.scenario_ = stream.scenario
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
