@@ -6,8 +6,9 @@ from lifelong_kd.strategies.der import DER, DERpp
 from lifelong_kd.strategies.er import ER
 from lifelong_kd.strategies.ewc import EWC
 from lifelong_kd.strategies.finetune import Finetune
+from lifelong_kd.strategies.icarl import ICaRL
 from lifelong_kd.strategies.joint import Joint
 from lifelong_kd.strategies.lwf import LwF
 from lifelong_kd.strategies.multi_teacher import MultiTeacher
 
-__all__ = ["Compress", "DER", "DERpp", "ER", "EWC", "Finetune", "Joint", "LwF", "ModelOutput", "MultiTeacher", "Strategy"]
+__all__ = ["Compress", "DER", "DERpp", "ER", "EWC", "Finetune", "ICaRL", "Joint", "LwF", "ModelOutput", "MultiTeacher", "Strategy"]
