@@ -124,12 +124,17 @@ def upsert_record(record: Mapping[str, Any], path: Path = RECORDS) -> None:
 
 
 def run_setting(setting: str, seed: int, data_root: str, resume: bool, extra: list[str], tag: str = "") -> dict[str, Any]:
-    """One compression run through the CLI; stores and returns its record."""
+    """One compression run through the CLI; stores and returns its record.
+
+    ``resume`` continues the run folder when it holds a checkpoint and starts it otherwise; a
+    folder holding a run is replaced only when ``extra`` has ``--overwrite``.
+    """
     from lifelong_kd import cli
+    from lifelong_kd.run_folder import CHECKPOINT
 
     out = OUTPUT / "compression_runs" / f"{setting}{tag}-s{seed}"
     argv = ["run", *SETTINGS[setting], "--seed", str(seed), "--data-root", data_root, "--out", str(out), "--quiet", *extra]
-    if resume:
+    if resume and (out / CHECKPOINT).is_file():
         argv.append("--resume")
     print("lifelong-kd " + " ".join(argv), flush=True)
     start = time.perf_counter()
@@ -218,15 +223,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--setting", choices=[*SETTINGS, "all"], default="permuted-mnist")
     parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0; with --table-only: every recorded seed)")
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue run folders that hold a checkpoint (others start)")
     parser.add_argument("--tag", default="", help="suffix of run folders and of the output table (e.g. -full)")
     parser.add_argument("--quick", action="store_true", help="CI smoke: 1,000 training images per experience, 1 epoch")
     parser.add_argument("--table-only", action="store_true", help=f"rebuild the tables from {RECORDS.name} without running")
     args, extra = parser.parse_known_args(argv)
     if args.table_only and extra:
         parser.error(f"--table-only runs nothing, so these run options have no effect: {' '.join(extra)}")
-    if args.quick:
-        extra = ["--train-size", "1000", "--test-size", "200", "--epochs", "1", "--robustness-samples", "16", *extra]
+    if args.quick:  # a smoke run: its folder is disposable, so a repeated smoke run replaces it
+        replace = [] if args.resume or args.table_only else ["--overwrite"]
+        extra = ["--train-size", "1000", "--test-size", "200", "--epochs", "1", "--robustness-samples", "16", *replace, *extra]
         args.tag = args.tag or "-quick"
     return args, extra
 

@@ -34,6 +34,7 @@ from results_doc import DEFAULT_DATA, OUTPUT, ROOT, append_jsonl, hardware, mark
 
 from lifelong_kd.cli import execute  # noqa: E402
 from lifelong_kd.config import RunConfig  # noqa: E402
+from lifelong_kd.run_folder import CHECKPOINT  # noqa: E402
 
 METHODS = {
     "Finetune": ("finetune", {}),
@@ -135,10 +136,10 @@ def command(config: RunConfig) -> str:
 
 
 def run_one(suite: str, method: str, seed: int, args: argparse.Namespace) -> dict:
-    """Run one method/seed (resuming its run folder) and log its summary."""
+    """Run one method/seed (resuming its run folder when it holds a checkpoint) and log its summary."""
     config = config_for(suite, method, seed, args)
     start = time.perf_counter()
-    results = execute(replace(config, resume=True))
+    results = execute(replace(config, resume=(Path(config.out) / CHECKPOINT).is_file()))
     robustness = results.get("robustness") or {}
     record = {
         "suite": suite,
