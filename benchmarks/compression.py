@@ -39,10 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-try:
-    from lifelong_kd.cli.report import format_summary
-except ImportError:  # before the CLI became a package
-    from lifelong_kd.compression_run import format_summary
+from lifelong_kd.cli.report import format_summary
 
 OUTPUT = Path(__file__).resolve().parent / "output"
 RECORDS = OUTPUT / "compression_runs.jsonl"

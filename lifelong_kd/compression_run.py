@@ -172,33 +172,3 @@ def run_compression(
     """
     members = compression_members(stream, teacher, student, compress, teacher_strategy, make_evaluator, sparsities, quantize, alone, make_loggers)
     return run_members(stream, members, config, out, resume, record, overwrite=overwrite, primary="student")
-
-
-SUMMARY_COLUMNS = {
-    "model": ("model", "{}"),
-    "average_accuracy": ("avg acc %", "{:.2f}"),
-    "forgetting": ("forgetting %", "{:.2f}"),
-    "relative_robustness": ("rel. robustness", "{:.3f}"),
-    "nonzero_parameters": ("params (non-zero)", "{:,}"),
-    "nonzero_parameter_ratio": ("param ratio", "{:.1f}x"),
-    "bytes_ratio": ("bytes ratio", "{:.1f}x"),
-    "flops_ratio": ("FLOPs ratio", "{:.1f}x"),
-    "latency_ratio": ("latency ratio", "{:.2f}x"),
-    "latency_seconds": ("ms / batch of 256", "{:.2f}"),
-    "accuracy_kept": ("acc. kept %", "{:.1f}"),
-}
-PERCENT = frozenset({"average_accuracy", "forgetting", "accuracy_kept"})
-
-
-def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The ``summary`` rows as a Markdown table (ratios are teacher / model: above 1 = smaller/faster)."""
-    lines = ["| " + " | ".join(title for title, _ in SUMMARY_COLUMNS.values()) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
-    for row in rows:
-        cells = []
-        for key, (_, pattern) in SUMMARY_COLUMNS.items():
-            value = row.get(key)
-            value = 100 * value if key in PERCENT and value is not None else value
-            value = 1000 * value if key == "latency_seconds" and value is not None else value
-            cells.append("-" if value is None else pattern.format(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

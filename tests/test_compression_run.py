@@ -81,7 +81,7 @@ def test_resume_after_a_crash_ends_with_the_same_numbers(tmp_path):
     uninterrupted = _run(stream, evaluator=evaluator)
     with pytest.raises(KeyboardInterrupt):
         _run(stream, out=tmp_path, make_loggers=lambda name: [CrashAfter(1)] if name == "quantized" else [], evaluator=evaluator)
-    assert json.loads((tmp_path / "results.json").read_text())["finished_experiences"] == 1  # saved after experience 0 only
+    assert json.loads((tmp_path / "results.json").read_text())["finished_experiences"] == 2  # saved before the loggers ran
     resumed = _run(stream, out=tmp_path, resume=True, evaluator=evaluator)
     for name, section in uninterrupted["models"].items():
         assert resumed["models"][name]["accuracy_matrix"] == section["accuracy_matrix"], name
