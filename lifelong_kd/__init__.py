@@ -13,8 +13,8 @@ from lifelong_kd.pipeline import run
 from lifelong_kd.strategies import Compress, EWC, Finetune, Joint, LwF, ModelOutput, MultiTeacher, Strategy
 from lifelong_kd.teacher import freeze_copy
 from lifelong_kd.train import TrainConfig
+from lifelong_kd.version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Batch",

@@ -59,6 +59,7 @@ from lifelong_kd.run_folder import (
 from lifelong_kd.strategies.base import Strategy
 from lifelong_kd.teacher import freeze_copy
 from lifelong_kd.train import TrainConfig, autocast, train_experience
+from lifelong_kd.version import __version__
 
 __all__ = [
     "CHECKPOINT",
@@ -278,8 +279,6 @@ def setup_record(stream: Stream, members: Sequence[Member], config: TrainConfig,
 
 
 def _versions() -> dict[str, str]:
-    from lifelong_kd import __version__
-
     return {"lifelong_kd": __version__, "torch": torch.__version__}
 
 
