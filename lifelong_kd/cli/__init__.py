@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lifelong_kd.cli.arguments import config_from_args, make_parser
+from lifelong_kd.cli.arguments import config_from_args, make_parser, parse_arguments
 from lifelong_kd.cli.compose import STRATEGIES, build_strategy, execute
 from lifelong_kd.cli.errors import UsageError
 from lifelong_kd.cli.report import command_report, format_matrix, format_metrics, format_summary
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {"run": command_run, "list": command_list, "report": command_report}
     try:
-        args = make_parser().parse_args(argv)
+        args = parse_arguments(argv)
         return handlers[args.command](args)
     except SystemExit as stop:  # --help, --version
         return stop.code if isinstance(stop.code, int) else 0

@@ -9,9 +9,10 @@ checked by the same types.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -29,11 +30,34 @@ OPTION_PREFIX = "opt_"
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one-paragraph :class:`UsageError` messages (no usage dump)."""
+    """An argument parser whose errors are one-paragraph :class:`UsageError` messages (no usage dump).
+
+    Attributes:
+        commands: The top-level parser's subcommand parsers by name (set by :func:`make_parser`).
+    """
+
+    commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         """Raise :class:`UsageError` (``main`` prints it and exits with 2)."""
-        raise UsageError(f"{self.prog}: {message}. See `{self.prog} --help`.")
+        raise UsageError(f"{message}. See `{self.prog} --help`.")
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; an unknown flag is an error that suggests the closest known one.
+
+    Raises:
+        UsageError: Bad flags or values (one paragraph, naming the flag).
+    """
+    parser = make_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = parser.commands[args.command]
+        known = [option for action in command._actions for option in action.option_strings]
+        close = [match for word in extra if word.startswith("--") for match in difflib.get_close_matches(word.split("=")[0], known, n=1)]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}.{hint} See `{command.prog} --help`.")
+    return args
 
 
 def field_kind(name: str) -> Any:
@@ -122,7 +146,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="lifelong-kd", description="Continual learning with knowledge distillation.")
     parser.add_argument("--version", action="version", version=f"lifelong-kd {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report}")
     run_parser = commands.add_parser("run", help="train a strategy on a stream and evaluate it")
     run_parser.add_argument("--config", dest="config_file", help="TOML file whose keys are these flags (flags given here win)")
     _add_stream_arguments(run_parser.add_argument)
@@ -133,6 +157,7 @@ def make_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="list benchmarks, strategies and models")
     report_parser = commands.add_parser("report", help="compare finished runs side by side")
     report_parser.add_argument("runs", nargs="+", help="run folders (holding results.json)")
+    parser.commands = commands.choices
     return parser
 
 

@@ -11,6 +11,7 @@ download at all: scikit-learn ships the 8x8 digits.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tarfile
 from pathlib import Path
@@ -92,9 +93,11 @@ def load_torchvision(name: str, root: str | Path, download: bool = False) -> tup
     root = Path(root)
     try:
         return _torchvision_split(dataset_cls, root, True, download), _torchvision_split(dataset_cls, root, False, download)
-    except (AssertionError, KeyError, IndexError, ValueError) as error:  # torchvision's idx reader asserts on bad headers
-        raise _damaged(name, root, error) from None
-    except (RuntimeError, OSError) as error:
+    except (AssertionError, KeyError, IndexError, ValueError, RuntimeError, OSError) as error:
+        # torchvision's idx reader asserts on a bad header and fails to reshape a truncated file
+        damaged = _damaged(name, root, error)
+        if damaged is not None:
+            raise damaged from None
         hint = "check your network connection" if download else "pass --download to fetch it"
         raise DataNotFoundError(
             f"{name} not found under {root.resolve()} (torchvision layout, e.g. {root / name / 'raw'}). "
@@ -109,16 +112,19 @@ def idx_problem(path: Path) -> str | None:
         if len(header) < 4 or header[:2] != b"\0\0" or header[2] not in IDX_ELEMENT_BYTES or not 1 <= header[3] <= 3:
             return f"its header {header.hex(' ')!r} is not an idx header (00 00 <type> <1-3 dimensions>)"
         sizes = [int.from_bytes(handle.read(4), "big") for _ in range(header[3])]
-    expected = 4 + 4 * len(sizes) + IDX_ELEMENT_BYTES[header[2]] * int(torch.tensor(sizes).prod())
+    expected = 4 + 4 * len(sizes) + IDX_ELEMENT_BYTES[header[2]] * math.prod(sizes)
     actual = path.stat().st_size
     return None if actual == expected else f"it has {actual:,} bytes where its header announces {expected:,} (truncated or damaged)"
 
 
-def _damaged(name: str, root: Path, error: BaseException) -> DataDamagedError:
-    """The error for a torchvision data set whose files exist but cannot be read, naming the damaged idx files."""
+def _damaged(name: str, root: Path, error: BaseException) -> DataDamagedError | None:
+    """The error for a torchvision data set whose files exist but cannot be read (naming the damaged idx
+    files), or None when ``error`` means the files are missing."""
     raw = root / name / "raw"
     problems = [(path, idx_problem(path)) for path in sorted(raw.glob("*-ubyte")) if path.is_file()]
     named = "; ".join(f"{path} is damaged: {problem}" for path, problem in problems if problem)
+    if not named and isinstance(error, (RuntimeError, OSError)):
+        return None
     where = named or f"the {name} files under {raw} cannot be read ({type(error).__name__}: {error})"
     return DataDamagedError(
         f"{where}. Delete the damaged file(s) and fetch {name} again (--download, or copy the files from a good source), "
