@@ -221,6 +221,8 @@ def run_members(
         trainer: Who trains each experience (default: :class:`LoopTrainer`).
         primary: The member whose document is the top level of ``results.json`` (default: the first).
     """
+    if out is None and (resume or overwrite):
+        raise ValueError("resume and overwrite need out=: the run folder to continue or replace.")
     state = _Run(stream, members, config or TrainConfig(), record or {}, trainer or LoopTrainer(), primary or members[0].name)
     if out is None:
         return state.execute(None, resume=False)
