@@ -303,10 +303,22 @@ class ReplayMemory:
 
     # ------------------------------------------------------------------ reading
 
-    def sample(self, size: int, generator: torch.Generator) -> Stored:
-        """Up to ``size`` distinct stored samples, uniformly at random (without replacement)."""
-        slots = torch.randperm(len(self), generator=generator)[:size]
-        return self.read(slots)
+    def sample(self, size: int, generator: torch.Generator, candidates: Tensor | None = None) -> Stored:
+        """Up to ``size`` distinct stored samples, uniformly at random (without replacement).
+
+        Args:
+            size: Samples wanted.
+            generator: Source of the draw.
+            candidates: Slots to draw among (None: every stored sample), e.g. BiC's training part.
+        """
+        candidates = torch.arange(len(self)) if candidates is None else candidates
+        return self.read(candidates[torch.randperm(len(candidates), generator=generator)[:size]])
+
+    def last_of_each_group(self, count: int) -> Tensor:
+        """Mask (N,) of the last ``count`` stored samples of every group (label of an experience), in stored order."""
+        keys = _group_keys(self.experience_, self.y_)
+        _, group, sizes = torch.unique(keys, return_inverse=True, return_counts=True)
+        return _rank_in_group(keys) >= sizes[group] - count
 
     def read(self, slots: Tensor | None = None) -> Stored:
         """The samples at ``slots`` (None: every stored sample, in slot order)."""

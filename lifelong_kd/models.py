@@ -29,22 +29,57 @@ MODEL_DESCRIPTIONS = {
 }
 
 
+HEADS = ("linear", "cosine")
+
+
+class CosineLinear(nn.Module):
+    r"""Cosine-normalised linear layer (Hou et al. 2019, LUCIR, Eq. 4).
+
+    .. math::
+        z_c = \sigma \, \frac{\langle w_c, f \rangle}{\|w_c\| \, \|f\|}
+
+    with a learned scale ``sigma`` (initialised to 1, as LUCIR's code and FACIL). Logits are
+    bounded by ``sigma``, so old and new classes' scores have comparable magnitudes.
+
+    Args:
+        in_features: Feature width D.
+        out_features: Output units.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)  # nn.Linear's default range
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.sigma = nn.Parameter(torch.ones(1))
+
+    def cosine(self, features: Tensor) -> Tensor:
+        """Cosine similarities to every class weight (B, out_features), without ``sigma``."""
+        return nn.functional.linear(nn.functional.normalize(features, dim=1), nn.functional.normalize(self.weight, dim=1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``sigma`` times the cosine similarities (B, out_features)."""
+        return self.sigma * self.cosine(features)
+
+
 class Classifier(nn.Module):
-    """Backbone + multi-head linear classifier.
+    """Backbone + multi-head classifier (linear, or cosine-normalised for LUCIR).
 
     Args:
         backbone: Module mapping inputs (B, *input_shape) to features (B, feature_dim).
         feature_dim: Width of the backbone's output.
         n_heads: Number of heads (one per task in the task scenario, else 1).
         n_outputs: Output units per head.
+        head: ``"linear"`` (``nn.Linear``) or ``"cosine"`` (:class:`CosineLinear`).
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, n_heads: int = 1, n_outputs: int = 10) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, n_heads: int = 1, n_outputs: int = 10, head: str = "linear") -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}.")
         self.backbone = backbone
         self.n_heads = n_heads
         self.n_outputs = n_outputs
-        self.head = nn.Linear(feature_dim, n_heads * n_outputs)
+        self.head = nn.Linear(feature_dim, n_heads * n_outputs) if head == "linear" else CosineLinear(feature_dim, n_heads * n_outputs)
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate representation (B, feature_dim)."""
@@ -155,7 +190,7 @@ def parse_spec(spec: str, input_shape: Sequence[int]) -> tuple[str, list[int]]:
 
 
 def build_model(
-    spec: str, input_shape: Sequence[int], n_heads: int = 1, n_outputs: int = 10, channels_last: bool = True
+    spec: str, input_shape: Sequence[int], n_heads: int = 1, n_outputs: int = 10, channels_last: bool = True, head: str = "linear"
 ) -> Classifier:
     """Build a :class:`Classifier` from a spec such as ``"mlp:400,400"``.
 
@@ -166,6 +201,9 @@ def build_model(
         n_outputs: Output units per head.
         channels_last: Store convolution weights channels-last (faster CPU convolutions);
             False keeps PyTorch's default NCHW layout. No effect on MLPs.
+        head: ``"linear"``, or ``"cosine"`` (LUCIR, Hou et al. 2019): a
+            :class:`CosineLinear` head, and the MLP's and ConvNet's final ReLU removed so
+            features can be negative (their Sec. 4.1; the ResNet keeps its last ReLU).
     """
     name, numbers = parse_spec(spec, input_shape)
     if name == "mlp":
@@ -174,7 +212,9 @@ def build_model(
         backbone, dim = convnet_backbone(input_shape, *(numbers[:1] or [32]))
     else:
         backbone, dim = resnet18_backbone(input_shape, *(numbers[:1] or [20]))
-    model = Classifier(backbone, dim, n_heads, n_outputs)
+    if head == "cosine" and isinstance(backbone, nn.Sequential) and isinstance(backbone[-1], nn.ReLU):
+        backbone = backbone[:-1]  # no parameters removed: state-dict keys are unchanged
+    model = Classifier(backbone, dim, n_heads, n_outputs, head)
     if channels_last and name != "mlp":
         model = model.to(memory_format=torch.channels_last)
     return model

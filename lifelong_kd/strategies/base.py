@@ -37,10 +37,13 @@ class Strategy:
     Class attributes:
         name: Name used by the CLI and in reports.
         scenarios: Scenarios the method supports.
+        model_head: The classifier head the method needs (``models.build_model(..., head=...)``):
+            ``"linear"``, or ``"cosine"`` (LUCIR).
     """
 
     name: ClassVar[str] = "strategy"
     scenarios: ClassVar[frozenset[str]] = frozenset(SCENARIOS)
+    model_head: ClassVar[str] = "linear"
 
     def check_stream(self, stream: Stream) -> None:
         """Raise ``ValueError`` when the stream's scenario is not supported."""

@@ -136,18 +136,13 @@ class ICaRL(Strategy):
         experience = distill.require_experience(self._experience)
         logits, labels, inputs = [output.logits], [batch.y], [batch.x]
         if len(self.memory_):
-            replayed = self.rehearsal_.replay(self._replay_size(batch, experience), rehearsal.replay_augmented(batch), batch.x.device).batch
+            size = rehearsal.union_share(self.replay_batch_size, batch, experience, len(self.memory_))
+            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device).batch
             logits.append(model(replayed.x, replayed.task_id))
             labels.append(replayed.y)
             inputs.append(replayed.x)
         icarl = self._icarl_loss(torch.cat(logits), torch.cat(labels), torch.cat(inputs))
         return icarl - F.cross_entropy(output.logits, batch.y)
-
-    def _replay_size(self, batch: Batch, experience: Experience) -> int:
-        if self.replay_batch_size is not None:
-            return self.replay_batch_size
-        stored = len(self.memory_)
-        return max(1, round(len(batch.y) * stored / (len(experience.train) + stored)))
 
     def _icarl_loss(self, logits: Tensor, labels: Tensor, inputs: Tensor) -> Tensor:
         """Mean sigmoid BCE over the seen classes; old classes target the teacher's sigmoid outputs."""

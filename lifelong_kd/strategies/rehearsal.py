@@ -39,6 +39,48 @@ from lifelong_kd.models import inference_batch_size
 
 # Upper bound of the per-experience seed drawn from torch's global generator.
 SEED_RANGE = 2**62
+# Score of output units of classes not seen yet (class scenario): never the arg max.
+UNSEEN_CLASS_SCORE = -1e9
+
+
+class SeenClassOutputs(nn.Module):
+    """A class-incremental model's logits over the classes seen so far, optionally bias-corrected.
+
+    Units ``n_seen..K-1`` (classes not seen yet, never trained by strategies that restrict
+    their loss to the seen classes: iCaRL, LUCIR, BiC) score :data:`UNSEEN_CLASS_SCORE`;
+    units ``start..stop-1`` become ``scale * z + shift`` (BiC's bias correction, Wu et al.
+    2019, Eq. 5); every other unit is the model's own logit.
+
+    Args:
+        model: The network (``model(x, task_id)`` gives (B, K) logits); shared, not copied.
+        n_seen: Number of classes seen so far.
+        correction: ``(scale, shift)`` or None.
+        start: First corrected unit.
+        stop: One past the last corrected unit.
+    """
+
+    def __init__(self, model: nn.Module, n_seen: int, correction: Tensor | None = None, start: int = 0, stop: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.n_seen = n_seen
+        self.start = start
+        self.stop = stop
+        self.register_buffer("correction", correction if correction is not None else torch.tensor([1.0, 0.0]))
+
+    def forward(self, x: Tensor, task_id: Tensor | int | None = None) -> Tensor:
+        """Corrected, masked logits (B, K)."""
+        return corrected(self.model(x, task_id).float(), self.correction, self.start, self.stop, self.n_seen)
+
+
+def corrected(logits: Tensor, correction: Tensor, start: int, stop: int, n_seen: int | None = None) -> Tensor:
+    """``logits`` (B, K) with units ``start..stop-1`` mapped to ``scale * z + shift`` and units from ``n_seen`` on masked."""
+    scale, shift = correction.to(logits.device)
+    units = torch.arange(logits.shape[1], device=logits.device)
+    inside = (units >= start) & (units < stop)
+    logits = torch.where(inside, logits * scale + shift, logits)
+    if n_seen is not None:
+        logits = logits.masked_fill(units >= n_seen, UNSEEN_CLASS_SCORE)
+    return logits
 
 
 def has_positions(batch: Batch) -> bool:
@@ -92,7 +134,7 @@ class Rehearsal:
         """Offer the batch to a reservoir memory (stored as :func:`stored_inputs` gives it)."""
         self.memory.add(stored_inputs(batch, experience), batch.y, batch.task_id, experience.index, self.generator, extras)
 
-    def replay(self, size: int, augment: bool, device: torch.device | None = None) -> Replayed:
+    def replay(self, size: int, augment: bool, device: torch.device | None = None, candidates: Tensor | None = None) -> Replayed:
         """A minibatch of up to ``size`` distinct stored samples, as model inputs.
 
         Args:
@@ -100,8 +142,9 @@ class Rehearsal:
             augment: Apply the loop's random crop and flip to the stored images first (our
                 loop with ``augment``; see :func:`replay_augmented`).
             device: Device of the returned batch (None: the memory's, the CPU).
+            candidates: Memory slots to draw among (None: all).
         """
-        stored = self.memory.sample(size, self.generator)
+        stored = self.memory.sample(size, self.generator, candidates)
         x = self.inputs(stored, augment)
         batch = Batch(x.to(device), stored.y.to(device), stored.task_id.to(device), stored.slot, augment)
         return Replayed(batch, stored)
@@ -143,6 +186,18 @@ def replay_augmented(batch: Batch) -> bool:
 def replay_size(requested: int | None, batch: Batch) -> int:
     """Samples per replayed minibatch: ``requested``, or the current batch's size when None."""
     return len(batch.y) if requested is None else requested
+
+
+def union_share(requested: int | None, batch: Batch, experience: Experience, stored: int) -> int:
+    """Exemplars per step: ``requested``, or (None) their expected number in a minibatch of the union.
+
+    iCaRL (Rebuffi et al. 2017), LUCIR and BiC train on the experience's data together with
+    the exemplars; a minibatch of ``B`` drawn from that union holds on average
+    ``B * stored / (len(experience.train) + stored)`` exemplars (rounded, at least 1).
+    """
+    if requested is not None:
+        return requested
+    return max(1, round(len(batch.y) * stored / (len(experience.train) + stored)))
 
 
 def check_replay_batch_size(value: int | None) -> None:

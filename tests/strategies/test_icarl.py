@@ -10,7 +10,7 @@ from torch import nn
 from lifelong_kd.memory import herding_order
 from lifelong_kd.models import Classifier
 from lifelong_kd.strategies.icarl import UNKNOWN_CLASS_SCORE, ICaRL, NearestMeanOfExemplars
-from lifelong_kd.strategies.rehearsal import training_features
+from lifelong_kd.strategies.rehearsal import training_features, union_share
 from lifelong_kd.train import forward
 from tests.strategies.helpers import digits, first_batch, small_model, train_through
 
@@ -72,7 +72,7 @@ def test_default_replay_size_is_the_exemplars_share_of_the_union():
     train_through(model, strategy, stream, last=0)
     strategy.before_experience(model, stream[1])
     batch = first_batch(stream, 1, size=32)
-    assert strategy._replay_size(batch, stream[1]) == round(32 * 60 / (100 + 60))
+    assert union_share(None, batch, stream[1], len(strategy.memory_)) == round(32 * 60 / (100 + 60))
 
 
 def test_exemplars_are_chosen_by_herding_and_shrink_to_equal_shares():

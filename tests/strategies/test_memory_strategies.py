@@ -16,10 +16,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from lifelong_kd import Evaluator, TrainConfig, run
+from lifelong_kd import Evaluator, TrainConfig, build_model, run
 from lifelong_kd.data.stream import Stream
 from lifelong_kd.pipeline import seed_everything
-from lifelong_kd.strategies import DER, ER, DERpp, Finetune, ICaRL, Strategy
+from lifelong_kd.strategies import DER, ER, LUCIR, BiC, DERpp, Finetune, ICaRL, Strategy
 from lifelong_kd.train import train_experience
 from tests.strategies.helpers import digits, small_model
 
@@ -32,8 +32,16 @@ FACTORIES: dict[str, Callable[[], Strategy]] = {
     "der": lambda: DER(buffer_size=BUFFER),
     "derpp": lambda: DERpp(buffer_size=BUFFER),
     "icarl": lambda: ICaRL(buffer_size=BUFFER),
+    "lucir": lambda: LUCIR(buffer_size=BUFFER),
+    "bic": lambda: BiC(buffer_size=BUFFER),
 }
 ALL_SCENARIOS = {"er", "der", "derpp"}
+
+
+def _model(strategy: Strategy, stream: Stream, seed: int = 0) -> torch.nn.Module:
+    """The tests' small MLP, with the head the strategy needs (LUCIR: cosine)."""
+    seed_everything(seed)
+    return build_model("mlp:32", stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head)
 
 
 def _evaluator() -> Evaluator:
@@ -69,7 +77,7 @@ def test_class_incremental_accuracy_is_far_above_finetune(name):
     stream = digits("class")
     finetune = run(stream, small_model(stream), Finetune(), _evaluator(), config=CONFIG)["metrics"]["average_accuracy"]
     strategy = FACTORIES[name]()
-    results = run(stream, small_model(stream), strategy, _evaluator(), config=CONFIG)
+    results = run(stream, _model(strategy, stream), strategy, _evaluator(), config=CONFIG)
     accuracy = results["metrics"]["average_accuracy"]
     assert finetune < 0.25
     assert accuracy > finetune + 0.4, f"{name}: {accuracy:.3f} vs finetune {finetune:.3f}"
@@ -82,7 +90,7 @@ def test_same_seed_gives_the_same_memory_and_numbers(name):
     runs = []
     for _ in range(2):
         strategy = FACTORIES[name]()
-        model = small_model(stream)
+        model = _model(strategy, stream)
         strategy.check_stream(stream)
         _train(model, strategy, stream, range(3))
         runs.append((strategy.memory_.state_dict(), _outputs(strategy, model, stream)))
@@ -97,15 +105,18 @@ def test_resume_after_experience_k_is_bit_identical(name, scenario):
     if scenario not in FACTORIES[name]().scenarios:
         pytest.skip(f"{name} does not support the {scenario} scenario")
     stream = digits(scenario)
-    whole, whole_model = FACTORIES[name](), small_model(stream)
+    whole = FACTORIES[name]()
+    whole_model = _model(whole, stream)
     whole.check_stream(stream)
     _train(whole_model, whole, stream, range(len(stream)))
 
-    first, first_model = FACTORIES[name](), small_model(stream)
+    first = FACTORIES[name]()
+    first_model = _model(first, stream)
     first.check_stream(stream)
     _train(first_model, first, stream, range(2))
     strategy_state, model_state = _round_trip(first.state_dict()), _round_trip(first_model.state_dict())
-    resumed, resumed_model = FACTORIES[name](), small_model(stream, seed=7)  # fresh objects, other init
+    resumed = FACTORIES[name]()
+    resumed_model = _model(resumed, stream, seed=7)  # fresh objects, other init
     resumed_model.load_state_dict(model_state)
     resumed.check_stream(stream)
     resumed.load_state_dict(strategy_state)
@@ -120,7 +131,8 @@ def test_resume_after_experience_k_is_bit_identical(name, scenario):
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_stored_samples_are_the_streams_own_with_their_labels(name):
     stream = digits("class")
-    strategy, model = FACTORIES[name](), small_model(stream)
+    strategy = FACTORIES[name]()
+    model = _model(strategy, stream)
     strategy.check_stream(stream)
     _train(model, strategy, stream, range(2), TrainConfig(epochs=1, batch_size=16, augment=True, progress=False))
     memory = strategy.memory_
@@ -137,7 +149,7 @@ def test_unsupported_scenarios_are_refused_and_supported_ones_run(name):
         stream = digits(scenario)
         strategy = FACTORIES[name]()
         if scenario in strategy.scenarios:
-            results = run(stream, small_model(stream), strategy, _evaluator(), config=TrainConfig(epochs=1, batch_size=32, progress=False))
+            results = run(stream, _model(strategy, stream), strategy, _evaluator(), config=TrainConfig(epochs=1, batch_size=32, progress=False))
             assert results["finished_experiences"] == len(stream)
         else:
             with pytest.raises(ValueError, match=f"does not support the '{scenario}' scenario"):
@@ -162,14 +174,17 @@ def test_runs_in_an_avalanche_naive_pipeline_and_beats_naive_class_il(name):
     from avalanche.training.supervised import Naive
 
     from lifelong_kd.evaluation.evaluator import accuracy
-    from lifelong_kd.integrations.avalanche import AvalancheModel, LifelongKDPlugin, benchmark_from_stream
+    from lifelong_kd.integrations.avalanche import AvalancheModel, LifelongKDPlugin, TaskAwareClassifier, benchmark_from_stream
 
     stream = digits("class")
     benchmark = benchmark_from_stream(stream)
     final, plugin = {}, LifelongKDPlugin(FACTORIES[name]())
     for key, plugins in (("naive", []), (name, [plugin])):
         torch.manual_seed(0)
-        model = SimpleMLP(num_classes=10, input_size=64, hidden_size=32, drop_rate=0)
+        if plugins and plugin.strategy.model_head != "linear":  # LUCIR: our model with its cosine head
+            model = TaskAwareClassifier(_model(plugin.strategy, stream))
+        else:
+            model = SimpleMLP(num_classes=10, input_size=64, hidden_size=32, drop_rate=0)
         template = Naive(
             model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=16,
             train_epochs=5, eval_mb_size=512, plugins=plugins, evaluator=EvaluationPlugin(loggers=[]),

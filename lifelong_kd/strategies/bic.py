@@ -1,0 +1,270 @@
+"""BiC (Wu et al. 2019, "Large Scale Incremental Learning"): bias correction fitted on held-out samples."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong_kd import losses
+from lifelong_kd.data.stream import Batch, Experience, Split, Stream
+from lifelong_kd.memory import ReplayMemory
+from lifelong_kd.strategies import distill, rehearsal
+from lifelong_kd.strategies.base import ModelOutput, Strategy
+from lifelong_kd.strategies.distill import Knowledge, check_number, check_temperature
+from lifelong_kd.teacher import freeze_copy
+
+# Minibatch of the bias-correction fit (mammoth iterates its validation loader in minibatches).
+BIAS_BATCH_SIZE = 128
+
+
+def fit_bias_correction(
+    logits: Tensor, labels: Tensor, start: int, stop: int, epochs: int, lr: float, generator: torch.Generator
+) -> Tensor:
+    r"""BiC's stage 2 (Wu et al. 2019, Eq. 5): fit ``scale, shift`` of the new classes' logits by cross-entropy.
+
+    .. math::
+        q_k = \alpha\, o_k + \beta \ \ (\text{new classes } k \in [start, stop)), \qquad q_k = o_k \ \text{otherwise}
+
+    minimising ``CE(q, y)`` on the held-out validation samples with Adam, starting from
+    ``alpha = 1, beta = 0``; the network is frozen (its logits are computed once).
+
+    Args:
+        logits: The network's logits on the validation samples over the seen classes (N, n_seen).
+        labels: Labels (N,).
+        start: First new-class unit.
+        stop: One past the last new-class unit.
+        epochs: Passes over the validation samples.
+        lr: Adam's learning rate.
+        generator: Source of the minibatch order.
+
+    Returns:
+        ``tensor([alpha, beta])``.
+    """
+    correction = torch.tensor([1.0, 0.0], requires_grad=True)
+    optimizer = torch.optim.Adam([correction], lr=lr)
+    logits = logits.detach().float()
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for rows in torch.randperm(len(labels), generator=generator).split(BIAS_BATCH_SIZE):
+                loss = F.cross_entropy(rehearsal.corrected(logits[rows], correction, start, stop), labels[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    return correction.detach()
+
+
+class BiC(Strategy):
+    r"""BiC: distillation with exemplars, then a two-parameter bias correction of the new classes' logits.
+
+    **Stage 1** (Wu et al. 2019, Eq. 1-3): each step trains on the current minibatch and
+    ``R`` exemplars (herding memory, as iCaRL) with
+
+    .. math::
+        L = \lambda\, L_d + (1 - \lambda)\, \mathrm{CE}(s_{<n}, y), \qquad
+        L_d = -\sum_{k < n_{old}} \mathrm{softmax}(\hat t / T)_k \log \mathrm{softmax}(s_{<n_{old}} / T)_k,
+        \qquad \lambda = \frac{n_{old}}{n}
+
+    over the ``n`` classes seen so far, where ``t_hat`` are the bias-corrected logits of the
+    frozen snapshot from the end of the previous experience. This *replaces* the loop's
+    cross-entropy (the term returned subtracts it).
+
+    **Validation split** (their Sec. 4.2): from the second experience on, ``v`` samples of
+    every class are held out of stage 1, ``v = round(validation_fraction * buffer_size / n)``
+    (at least 1): the last ``v`` exemplars of every old class in memory, and ``v`` random
+    training samples of every new class (the loop trains on the rest, through
+    :meth:`train_experiences`).
+
+    **Stage 2** (Eq. 5, :func:`fit_bias_correction`): after training, ``alpha, beta`` of the
+    new classes' logits are fitted on the balanced held-out set; old classes' logits are left
+    unchanged. The evaluator measures the corrected logits over the seen classes
+    (:meth:`evaluation_model`); only the latest correction is applied, as in the paper
+    (earlier ones shaped the targets the model was distilled to).
+
+    Class-incremental scenario only. Under Avalanche's templates the held-out new-class
+    samples are trained on too (the plugin cannot remove samples from Avalanche's data set).
+
+    Args:
+        buffer_size: Exemplars kept in memory (200 as ER, DER and iCaRL; Wu et al. keep 2,000
+            on CIFAR-100 and 20,000 on ImageNet-1000).
+        temperature: Distillation temperature T (2, Wu et al. 2019, Sec. 4.1).
+        validation_fraction: Share of each class's exemplars held out for the bias
+            correction (0.1: Wu et al.'s train:validation split of 9:1; mammoth ``valset_split``).
+        bias_epochs: Passes of Adam over the held-out set in stage 2 (250, mammoth ``bic_epochs``).
+        bias_lr: Adam's learning rate in stage 2 (0.001, mammoth).
+        replay_batch_size: Exemplars replayed per step; None: their expected share of a
+            minibatch drawn from the experience and the memory together (as iCaRL).
+    """
+
+    name = "bic"
+    scenarios = frozenset({"class"})
+
+    def __init__(
+        self,
+        buffer_size: int = 200,  # as ER, DER and iCaRL (Wu et al. 2019: 2,000 on CIFAR-100)
+        temperature: float = 2.0,  # Wu et al. 2019, Sec. 4.1
+        validation_fraction: float = 0.1,  # Wu et al. 2019 (train:validation 9:1); mammoth valset_split
+        bias_epochs: int = 250,  # mammoth bic_epochs
+        bias_lr: float = 0.001,  # mammoth (Adam)
+        replay_batch_size: int | None = None,  # exemplars' share of the union, as iCaRL
+    ) -> None:
+        self.buffer_size = buffer_size
+        self.temperature = temperature
+        self.validation_fraction = validation_fraction
+        self.bias_epochs = bias_epochs
+        self.bias_lr = bias_lr
+        self.replay_batch_size = replay_batch_size
+        self.rehearsal_ = rehearsal.Rehearsal(buffer_size, "herding")
+        self.teacher_: nn.Module | None = None
+        self.knowledge_: Knowledge | None = None
+        self.correction_: Tensor | None = None
+        self.corrected_range_: tuple[int, int] = (0, 0)
+        self.scenario_: str | None = None
+        self._experience: Experience | None = None
+        self._active_classes = 0
+        self._teacher_state: dict[str, Tensor] | None = None
+        self._held_out = torch.zeros(0, dtype=torch.long)
+        self._validation = torch.zeros(0, dtype=torch.bool)
+
+    @property
+    def memory_(self) -> ReplayMemory:
+        """The exemplar memory (herding)."""
+        return self.rehearsal_.memory
+
+    def check_stream(self, stream: Stream) -> None:
+        """Validate the options and the scenario; remember the stream's transforms."""
+        super().check_stream(stream)
+        check_temperature(self.temperature)
+        check_number("bias_lr", self.bias_lr)
+        if not (isinstance(self.validation_fraction, (int, float)) and 0 < self.validation_fraction < 1):
+            raise ValueError(f"validation_fraction must be in (0, 1) (0.1 in Wu et al. 2019), got {self.validation_fraction!r}.")
+        if isinstance(self.bias_epochs, bool) or not isinstance(self.bias_epochs, int) or self.bias_epochs < 0:
+            raise ValueError(f"bias_epochs must be a non-negative integer, got {self.bias_epochs!r}.")
+        rehearsal.check_replay_batch_size(self.replay_batch_size)
+        self.rehearsal_.check_stream(stream)
+        self.scenario_ = stream.scenario
+
+    def _knowledge(self) -> Knowledge:
+        return self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))
+
+    def _old_classes(self) -> int:
+        return self.knowledge_.n_classes if self.knowledge_ is not None else 0
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Reseed; rebuild a restored teacher; hold out the validation samples of every class."""
+        self._experience = experience
+        self.rehearsal_.begin(experience)
+        self._active_classes = self._knowledge().learn(experience).n_classes
+        if self.teacher_ is None and self._teacher_state is not None:
+            self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
+        self._held_out = torch.zeros(0, dtype=torch.long)
+        self._validation = torch.zeros(len(self.memory_), dtype=torch.bool)
+        if self._old_classes() > 0 and len(self.memory_):
+            per_class = max(1, round(self.validation_fraction * self.buffer_size / self._active_classes))
+            self._validation = self.memory_.last_of_each_group(per_class)
+            self._held_out = self._hold_out(experience, per_class)
+
+    def _hold_out(self, experience: Experience, per_class: int) -> Tensor:
+        """``per_class`` random training samples of every class of ``experience`` (sorted positions)."""
+        labels = experience.train.y
+        parts = [rows[torch.randperm(len(rows), generator=self.rehearsal_.generator)[:per_class]]
+                 for rows in (torch.nonzero(labels == label).flatten() for label in torch.unique(labels))]
+        return torch.sort(torch.cat(parts)).values if parts else torch.zeros(0, dtype=torch.long)
+
+    def train_experiences(self, stream: Stream, experience: Experience) -> list[Experience]:
+        """The experience without its held-out validation samples."""
+        return [self._training_part(experience)]
+
+    def _training_part(self, experience: Experience) -> Experience:
+        if len(self._held_out) == 0 or self._experience is None or experience.index != self._experience.index:
+            return experience
+        keep = torch.ones(len(experience.train), dtype=torch.bool)
+        keep[self._held_out] = False
+        return replace(experience, train=Split(experience.train.x[keep], experience.train.y[keep]))
+
+    def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
+        """Stage 1 on the batch and replayed (non-held-out) exemplars, minus the loop's cross-entropy."""
+        experience = distill.require_experience(self._experience)
+        logits, labels, inputs = [output.logits], [batch.y], [batch.x]
+        candidates = torch.nonzero(~self._validation).flatten() if len(self._validation) else torch.arange(len(self.memory_))
+        if len(candidates):
+            size = rehearsal.union_share(self.replay_batch_size, batch, self._training_part(experience), len(candidates))
+            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, candidates).batch
+            logits.append(model(replayed.x, replayed.task_id))
+            labels.append(replayed.y)
+            inputs.append(replayed.x)
+        logits = torch.cat(logits)
+        old, active = self._old_classes(), self._active_classes
+        weight = old / active
+        loss = (1 - weight) * F.cross_entropy(logits[:, :active], torch.cat(labels)) - F.cross_entropy(output.logits, batch.y)
+        if self.teacher_ is not None and old > 0:
+            loss = loss + weight * losses.soft_cross_entropy(logits[:, :old], self._teacher_logits(torch.cat(inputs)), self.temperature)
+        return loss
+
+    @torch.no_grad()
+    def _teacher_logits(self, x: Tensor) -> Tensor:
+        """The snapshot's bias-corrected logits of the old classes."""
+        logits = self.teacher_(x).float()
+        if self.correction_ is not None:
+            logits = rehearsal.corrected(logits, self.correction_, *self.corrected_range_)
+        return logits[:, : self._old_classes()]
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Fit the bias correction on the held-out samples, snapshot the teacher, choose exemplars by herding."""
+        old, active = self._old_classes(), self._active_classes
+        if old > 0 and len(self._held_out):
+            logits, labels = self._validation_logits(model, experience)
+            self.correction_ = fit_bias_correction(logits[:, :active], labels, old, active, self.bias_epochs, self.bias_lr, self.rehearsal_.generator)
+            self.corrected_range_ = (old, active)
+        self.knowledge_ = self._knowledge().learn(experience)
+        self.teacher_, self._teacher_state = freeze_copy(model), None
+        features = rehearsal.training_features(model, experience).cpu()
+        task_ids = torch.full_like(experience.train.y, experience.task_id)
+        self.memory_.update_groups(experience.train.x, experience.train.y, task_ids, experience.index, features=features)
+        self._held_out, self._validation = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool)
+
+    @torch.no_grad()
+    def _validation_logits(self, model: nn.Module, experience: Experience) -> tuple[Tensor, Tensor]:
+        """The network's logits (eval mode) and the labels of the held-out exemplars and new samples."""
+        stored = self.memory_.read(torch.nonzero(self._validation).flatten())
+        x = torch.cat([self.rehearsal_.inputs(stored), experience.transform(experience.train.x[self._held_out])])
+        labels = torch.cat([stored.y, experience.train.y[self._held_out]])
+        was_training = model.training
+        model.eval()
+        try:
+            logits = torch.cat([model(part, 0).float() for part in x.split(BIAS_BATCH_SIZE)])
+        finally:
+            model.train(was_training)
+        return logits.cpu(), labels
+
+    def evaluation_model(self, model: nn.Module) -> nn.Module:
+        """The bias-corrected logits over the classes seen so far."""
+        if self.knowledge_ is None:
+            return model
+        outputs = rehearsal.SeenClassOutputs(model, self.knowledge_.n_classes, self.correction_, *self.corrected_range_)
+        return outputs.train(model.training)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Exemplars, teacher weights, what it knew, the bias correction and the scenario."""
+        teacher = distill.teacher_state(self.teacher_) if self.teacher_ is not None else self._teacher_state
+        return {
+            "memory": self.rehearsal_.state_dict(),
+            "teacher": teacher,
+            "knowledge": self.knowledge_.to_state() if self.knowledge_ is not None else None,
+            "correction": self.correction_,
+            "corrected_range": list(self.corrected_range_),
+            "scenario": self.scenario_,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the teacher is rebuilt at the next ``before_experience``."""
+        self.rehearsal_.load_state_dict(state["memory"])
+        self.teacher_, self._teacher_state = None, state["teacher"]
+        self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
+        self.correction_ = state["correction"]
+        start, stop = state["corrected_range"]
+        self.corrected_range_ = (int(start), int(stop))
+        self.scenario_ = state["scenario"] or self.scenario_

@@ -1,0 +1,223 @@
+"""LUCIR (Hou et al. 2019, "Learning a Unified Classifier Incrementally via Rebalancing")."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from lifelong_kd.data.stream import Batch, Experience, Stream
+from lifelong_kd.memory import ReplayMemory
+from lifelong_kd.models import CosineLinear
+from lifelong_kd.strategies import distill, rehearsal
+from lifelong_kd.strategies.base import ModelOutput, Strategy
+from lifelong_kd.strategies.distill import Knowledge, check_number
+from lifelong_kd.teacher import freeze_copy
+
+
+def cosine_head(model: nn.Module) -> CosineLinear:
+    """The model's :class:`~lifelong_kd.models.CosineLinear` head, or a clear error."""
+    head = getattr(model, "head", None)
+    if head is None and hasattr(model, "head_module"):  # the Avalanche adapter
+        head = model.head_module()
+    if not isinstance(head, CosineLinear):
+        raise ValueError(
+            "LUCIR needs a cosine-normalised classifier: build the model with "
+            "lifelong_kd.build_model(spec, input_shape, n_heads, n_outputs, head='cosine') (the command line "
+            "does this for --strategy lucir); under Avalanche, wrap such a model in TaskAwareClassifier."
+        )
+    return head
+
+
+def margin_ranking(cosines: Tensor, labels: Tensor, old: int, margin: float, hard_negatives: int) -> Tensor:
+    r"""LUCIR's inter-class separation (Hou et al. 2019, Eq. 8) on the samples of old classes.
+
+    .. math::
+        L = \frac{1}{|O| K} \sum_{i \in O} \sum_{k=1}^{K} \max\big(0,\ m - \bar\theta_{y_i}(x_i) + \bar\theta_{k}(x_i)\big)
+
+    ``O``: samples whose label is an old class (< ``old``); ``theta_bar_{y_i}``: cosine to the
+    ground-truth class; ``theta_bar_k``: the ``K`` highest cosines among the new classes
+    (``old..``): the hard negatives. Zero when the batch holds no old-class sample.
+
+    Args:
+        cosines: Cosine scores of the seen classes (N, n_seen), without the scale sigma.
+        labels: Labels (N,).
+        old: Number of old classes.
+        margin: m.
+        hard_negatives: K (at most the number of new classes is used).
+    """
+    hard = labels < old
+    if not bool(hard.any()) or cosines.shape[1] <= old:
+        return cosines.new_zeros(())
+    truth = cosines[hard].gather(1, labels[hard, None])
+    negatives = cosines[hard, old:].topk(min(hard_negatives, cosines.shape[1] - old), dim=1).values
+    return F.relu(margin - truth + negatives).mean()
+
+
+class LUCIR(Strategy):
+    r"""LUCIR: cosine-normalised classifier, less-forget feature distillation, margin ranking, herding exemplars.
+
+    Each step trains on the current minibatch and ``R`` exemplars (herding memory, as iCaRL)
+    with (Hou et al. 2019, Eq. 9)
+
+    .. math::
+        L = \mathrm{CE}\big(\sigma \cos(f, w)_{<n}, y\big)
+          + \lambda \frac{1}{N}\sum_i \big(1 - \cos(f(x_i), f^*(x_i))\big)
+          + \lambda_{mr} L_{mr}
+
+    over the ``N = B + R`` samples: the cross-entropy of the cosine classifier over the ``n``
+    classes seen so far *replaces* the loop's (the term returned subtracts it);
+    ``f^*`` are the features of the frozen snapshot taken at the end of the previous
+    experience ("less-forget" constraint, Eq. 6), with the adaptive weight
+    ``lambda = lambda_base * sqrt(n_old / n_new)`` (Eq. 7); ``L_mr`` is
+    :func:`margin_ranking` (Eq. 8). While old classes exist, their classifier weights are
+    frozen (as in the authors' code: a gradient hook zeroes their rows; ``sigma`` learns).
+
+    The model needs a :class:`~lifelong_kd.models.CosineLinear` head
+    (``build_model(..., head="cosine")``, which also removes the penultimate ReLU, Sec. 4.1);
+    :attr:`model_head` tells the composing code. The evaluator measures the cosine
+    classifier over the seen classes (the paper's "CNN" result).
+    Class-incremental scenario only. Not included: the optional class-balanced finetuning.
+
+    Args:
+        buffer_size: Exemplars kept in memory (200 as ER and DER; Hou et al. keep 20 per class).
+        lambda_base: Base weight of the less-forget constraint (5 on CIFAR-100, Hou et al. 2019, Sec. 4.1).
+        margin: Margin m of the ranking loss (0.5, Sec. 4.1).
+        hard_negatives: Number K of new classes used as hard negatives (2, Sec. 4.1).
+        ranking_weight: Weight of the margin ranking loss (1, the authors' code).
+        replay_batch_size: Exemplars replayed per step; None: their expected share of a
+            minibatch drawn from the experience and the memory together (as iCaRL).
+    """
+
+    name = "lucir"
+    scenarios = frozenset({"class"})
+    model_head = "cosine"
+
+    def __init__(
+        self,
+        buffer_size: int = 200,  # as ER, DER and iCaRL (Hou et al. 2019: 20 per class)
+        lambda_base: float = 5.0,  # Hou et al. 2019, Sec. 4.1 (CIFAR-100)
+        margin: float = 0.5,  # Hou et al. 2019, Sec. 4.1
+        hard_negatives: int = 2,  # Hou et al. 2019, Sec. 4.1 (K)
+        ranking_weight: float = 1.0,  # the authors' code (lamb_mr in FACIL)
+        replay_batch_size: int | None = None,  # exemplars' share of the union, as iCaRL
+    ) -> None:
+        self.buffer_size = buffer_size
+        self.lambda_base = lambda_base
+        self.margin = margin
+        self.hard_negatives = hard_negatives
+        self.ranking_weight = ranking_weight
+        self.replay_batch_size = replay_batch_size
+        self.rehearsal_ = rehearsal.Rehearsal(buffer_size, "herding")
+        self.teacher_: nn.Module | None = None
+        self.knowledge_: Knowledge | None = None
+        self.scenario_: str | None = None
+        self._experience: Experience | None = None
+        self._active_classes = 0
+        self._teacher_state: dict[str, Tensor] | None = None
+        self._freeze: RemovableHandle | None = None
+
+    @property
+    def memory_(self) -> ReplayMemory:
+        """The exemplar memory (herding)."""
+        return self.rehearsal_.memory
+
+    def check_stream(self, stream: Stream) -> None:
+        """Validate the options and the scenario; remember the stream's transforms."""
+        super().check_stream(stream)
+        for name in ("lambda_base", "margin", "ranking_weight"):
+            check_number(name, getattr(self, name))
+        if isinstance(self.hard_negatives, bool) or not isinstance(self.hard_negatives, int) or self.hard_negatives < 1:
+            raise ValueError(f"hard_negatives must be a positive integer (K = 2 in Hou et al. 2019), got {self.hard_negatives!r}.")
+        rehearsal.check_replay_batch_size(self.replay_batch_size)
+        self.rehearsal_.check_stream(stream)
+        self.scenario_ = stream.scenario
+
+    def _knowledge(self) -> Knowledge:
+        return self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Check the head; reseed; rebuild a restored teacher; freeze the old classes' weights."""
+        head = cosine_head(model)
+        self._experience = experience
+        self.rehearsal_.begin(experience)
+        self._active_classes = self._knowledge().learn(experience).n_classes
+        if self.teacher_ is None and self._teacher_state is not None:
+            self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
+        self._release()
+        old = self.knowledge_.n_classes if self.knowledge_ is not None else 0
+        if old > 0:
+            keep = torch.ones(head.weight.shape[0], 1, device=head.weight.device)
+            keep[:old] = 0
+            self._freeze = head.weight.register_hook(lambda grad: grad * keep)
+
+    def _release(self) -> None:
+        if self._freeze is not None:
+            self._freeze.remove()
+            self._freeze = None
+
+    def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
+        """LUCIR's objective on the batch and replayed exemplars, minus the loop's cross-entropy."""
+        experience = distill.require_experience(self._experience)
+        features, logits, labels, inputs = [output.features], [output.logits], [batch.y], [batch.x]
+        if len(self.memory_):
+            size = rehearsal.union_share(self.replay_batch_size, batch, experience, len(self.memory_))
+            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device).batch
+            replay_features = model.features(replayed.x)
+            features.append(replay_features)
+            logits.append(model.select(model.heads(replay_features), replayed.task_id))
+            labels.append(replayed.y)
+            inputs.append(replayed.x)
+        features, labels = torch.cat(features), torch.cat(labels)
+        active = self._active_classes
+        loss = F.cross_entropy(torch.cat(logits)[:, :active], labels) - F.cross_entropy(output.logits, batch.y)
+        if self.teacher_ is not None and self.knowledge_ is not None:
+            loss = loss + self._old_class_terms(model, features, labels, torch.cat(inputs))
+        return loss
+
+    def _old_class_terms(self, model: nn.Module, features: Tensor, labels: Tensor, inputs: Tensor) -> Tensor:
+        """Less-forget distillation and margin ranking."""
+        old, active = self.knowledge_.n_classes, self._active_classes
+        with torch.no_grad():
+            teacher_features = self.teacher_.features(inputs)
+        weight = self.lambda_base * math.sqrt(old / max(active - old, 1))
+        less_forget = (1 - F.cosine_similarity(features.float(), teacher_features.float(), dim=1)).mean()
+        cosines = cosine_head(model).cosine(features)[:, :active]
+        ranking = margin_ranking(cosines.float(), labels, old, self.margin, self.hard_negatives)
+        return weight * less_forget + self.ranking_weight * ranking
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Unfreeze, snapshot the teacher, choose this experience's exemplars by herding."""
+        self._release()
+        self.knowledge_ = self._knowledge().learn(experience)
+        self.teacher_, self._teacher_state = freeze_copy(model), None
+        features = rehearsal.training_features(model, experience).cpu()
+        task_ids = torch.full_like(experience.train.y, experience.task_id)
+        self.memory_.update_groups(experience.train.x, experience.train.y, task_ids, experience.index, features=features)
+
+    def evaluation_model(self, model: nn.Module) -> nn.Module:
+        """The cosine classifier's scores over the classes seen so far."""
+        if self.knowledge_ is None:
+            return model
+        return rehearsal.SeenClassOutputs(model, self.knowledge_.n_classes).train(model.training)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Exemplars, teacher weights, what it knew and the scenario."""
+        teacher = distill.teacher_state(self.teacher_) if self.teacher_ is not None else self._teacher_state
+        return {
+            "memory": self.rehearsal_.state_dict(),
+            "teacher": teacher,
+            "knowledge": self.knowledge_.to_state() if self.knowledge_ is not None else None,
+            "scenario": self.scenario_,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the teacher is rebuilt at the next ``before_experience``."""
+        self.rehearsal_.load_state_dict(state["memory"])
+        self.teacher_, self._teacher_state = None, state["teacher"]
+        self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
+        self.scenario_ = state["scenario"] or self.scenario_
