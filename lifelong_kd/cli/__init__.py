@@ -19,6 +19,7 @@ from typing import Any
 from lifelong_kd.cli.arguments import config_from_args, make_parser, parse_arguments
 from lifelong_kd.cli.compose import STRATEGIES, build_strategy, execute
 from lifelong_kd.cli.errors import UsageError
+from lifelong_kd.cli.options import markdown_table
 from lifelong_kd.cli.report import command_report, format_matrix, format_metrics, format_summary
 
 __all__ = ["STRATEGIES", "UsageError", "build_strategy", "execute", "main", "make_parser"]
@@ -45,10 +46,14 @@ def _first_line(obj: Any) -> str:
     return (inspect.getdoc(obj) or "").splitlines()[0] if inspect.getdoc(obj) else ""
 
 
-def command_list(_: argparse.Namespace) -> int:
-    """``lifelong-kd list``."""
+def command_list(args: argparse.Namespace) -> int:
+    """``lifelong-kd list`` (``--options``: the strategy options as a Markdown table)."""
     from lifelong_kd.data.benchmarks import BENCHMARKS
     from lifelong_kd.models import MODEL_DESCRIPTIONS
+
+    if args.options:
+        print(markdown_table(STRATEGIES))
+        return 0
 
     print("benchmarks:")
     for name, builder in BENCHMARKS.items():

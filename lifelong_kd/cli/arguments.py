@@ -154,7 +154,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_output_arguments(run_parser.add_argument)
     _add_compression_arguments(run_parser.add_argument)
     _add_strategy_arguments(run_parser)
-    commands.add_parser("list", help="list benchmarks, strategies and models")
+    list_parser = commands.add_parser("list", help="list benchmarks, strategies and models")
+    list_parser.add_argument("--options", action="store_true", help="print the strategy options as a Markdown table (type, strategies, defaults)")
     report_parser = commands.add_parser("report", help="compare finished runs side by side")
     report_parser.add_argument("runs", nargs="+", help="run folders (holding results.json)")
     parser.commands = commands.choices

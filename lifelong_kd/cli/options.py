@@ -136,12 +136,16 @@ def check_accepted(name: str, cls: type, options: Mapping[str, Any]) -> None:
     raise UsageError(f"Strategy {name!r} does not take {given}; it takes: {takes}.")
 
 
+def _shown(default: Any) -> str:
+    """A default as help shows it (``2.0``, ``mse``, ``none`` when the argument is required)."""
+    return "none" if default is inspect.Parameter.empty else repr(default).strip("'")
+
+
 def _default_text(parameters: list[Parameter]) -> str:
     """``default 2.0``, or per strategy when they differ (``default False (lwf), True (compress)``)."""
     defaults: dict[str, list[str]] = {}
     for parameter in parameters:
-        shown = "none" if parameter.default is inspect.Parameter.empty else repr(parameter.default).strip("'")
-        defaults.setdefault(shown, []).append(parameter.strategy)
+        defaults.setdefault(_shown(parameter.default), []).append(parameter.strategy)
     if len(defaults) == 1:
         return f"default {next(iter(defaults))}"
     return "default " + ", ".join(f"{value} ({', '.join(names)})" for value, names in defaults.items())
@@ -155,3 +159,22 @@ def help_text(parameters: list[Parameter]) -> str:
     details = f"[{' / '.join(kinds)}; {takers}; {_default_text(parameters)}]"
     plain = MARKUP.sub(r"\1", documented)
     return f"{plain} {details}".strip().replace("%", "%%")
+
+
+def _described(parameter: Parameter) -> str:
+    """The type in words, with the values the docstring names for a string (``a string: mse, l2, cosine``)."""
+    suggestions = parameter.suggestions
+    return parameter.kind.description + (f": {', '.join(suggestions)}" if suggestions else "")
+
+
+def markdown_table(strategies: Mapping[str, type]) -> str:
+    """Every strategy option as a Markdown table: flag, type, the strategies taking it with their defaults.
+
+    ``lifelong-kd list --options`` prints it; docs/cli.md holds a copy.
+    """
+    lines = ["| flag | type | taken by (default) |", "| --- | --- | --- |"]
+    for name, parameters in all_options(strategies).items():
+        kinds = " / ".join(dict.fromkeys(_described(parameter) for parameter in parameters))
+        takers = ", ".join(f"`{parameter.strategy}` ({_shown(parameter.default)})" for parameter in parameters)
+        lines.append(f"| `{flag(name)}` | {kinds} | {takers} |")
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -176,3 +177,11 @@ def test_value_kinds_parse_flag_text(annotation, text, value):
 def test_value_kinds_reject_config_values_of_the_wrong_type(annotation, value):
     with pytest.raises(TypeError):
         value_kind(annotation).convert(value)
+
+
+def test_docs_hold_the_current_strategy_options_table(capsys):
+    assert main(["list", "--options"]) == 0
+    table = capsys.readouterr().out.strip()
+    assert table.startswith("| flag | type | taken by (default) |") and "| `--temperature` | a number |" in table
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    assert table in docs, "docs/cli.md: paste the output of `lifelong-kd list --options` into its strategy options section"
