@@ -199,3 +199,17 @@ def test_policy_misuse_is_a_clear_error():
     memory.add(torch.zeros(3, 1), labels, labels, 0, torch.Generator(), {"logits": torch.zeros(3, 4)})
     with pytest.raises(ValueError, match="does not grow"):
         memory.add(torch.zeros(3, 1), labels, labels, 0, torch.Generator(), {"logits": torch.zeros(3, 6)})
+
+
+def test_last_of_each_group_and_sampling_among_candidates():
+    memory = ReplayMemory(12, "class_balanced")
+    x, y, _ = _grouped(10, [0, 1, 2])
+    memory.update_groups(x, y, torch.zeros_like(y), 0, torch.Generator().manual_seed(0))
+    last = memory.last_of_each_group(1)
+    assert torch.bincount(memory.y_[last]).tolist() == [1, 1, 1]
+    for label in (0, 1, 2):
+        rows = torch.nonzero(memory.y_ == label).flatten()
+        assert last[rows].tolist() == [False, False, False, True]
+    candidates = torch.nonzero(~last).flatten()
+    draw = memory.sample(100, torch.Generator().manual_seed(1), candidates)
+    assert sorted(draw.slot.tolist()) == candidates.tolist()
