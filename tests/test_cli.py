@@ -136,3 +136,10 @@ def test_split_cifar10_runs_from_the_jpeg_archive(data_root, tmp_path):
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert len(results["accuracy_matrix"]) == 5
     assert results["metrics"]["learning_accuracy"] > 0.65  # two classes per task: chance is 0.5
+
+
+def test_overwrite_is_parsed_and_stored_in_the_run_config():
+    from lifelong_kd.cli.arguments import config_from_args, parse_arguments
+
+    assert config_from_args(parse_arguments(["run", "--overwrite"])).overwrite is True
+    assert config_from_args(parse_arguments(["run"])).overwrite is False
