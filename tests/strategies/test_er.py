@@ -67,3 +67,21 @@ def test_bad_replay_batch_size_is_a_clear_error():
         ER(replay_batch_size=0).check_stream(digits("class"))
     with pytest.raises(ValueError, match="buffer_size must be a positive integer"):
         ER(buffer_size=-3)
+
+
+def test_replayed_samples_get_their_own_experiences_transform():
+    """permuted-digits: each experience permutes pixels differently; a replayed sample is permuted as it was seen."""
+    from lifelong_kd import StreamOptions, build_stream
+
+    stream = build_stream("permuted-digits", StreamOptions(scenario="domain", train_size=60))
+    model = small_model(stream)
+    strategy = ER(buffer_size=40)
+    train_through(model, strategy, stream, last=2)
+    stored = strategy.memory_.read()
+    assert set(stored.experience.tolist()) == {0, 1, 2}
+    replayed = strategy.rehearsal_.inputs(stored)
+    for row in range(len(stored)):
+        own = stream[int(stored.experience[row])].transform(stored.x[row : row + 1])
+        assert torch.equal(replayed[row : row + 1], own)
+    later = stored.experience > 0
+    assert not torch.equal(replayed[later], stream[0].transform(stored.x[later]))

@@ -21,6 +21,7 @@ from lifelong_kd.data.stream import Stream
 from lifelong_kd.pipeline import seed_everything
 from lifelong_kd.strategies import DER, ER, LUCIR, BiC, DERpp, Finetune, ICaRL, Strategy
 from lifelong_kd.train import train_experience
+from tests.helpers import CrashAfter
 from tests.strategies.helpers import digits, small_model
 
 # 100 training samples per experience, 5 epochs of 16: fine-tuning ends at 0.10-0.19 average
@@ -126,6 +127,22 @@ def test_resume_after_experience_k_is_bit_identical(name, scenario):
         assert torch.equal(value, resumed_model.state_dict()[key]), key
     assert torch.equal(whole.memory_.x_, resumed.memory_.x_)
     assert torch.equal(_outputs(whole, whole_model, stream), _outputs(resumed, resumed_model, stream))
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_run_killed_after_an_experience_resumes_from_its_folder_to_the_same_numbers(name, tmp_path):
+    stream = digits("class")
+    whole = FACTORIES[name]()
+    full = run(stream, _model(whole, stream), whole, _evaluator(), config=CONFIG, out=tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        cut = FACTORIES[name]()
+        run(stream, _model(cut, stream), cut, _evaluator(), loggers=[CrashAfter(1)], config=CONFIG, out=tmp_path / "cut")
+    resumed_strategy = FACTORIES[name]()
+    resumed = run(stream, _model(resumed_strategy, stream, seed=5), resumed_strategy, _evaluator(), config=CONFIG,
+                  out=tmp_path / "cut", resume=True)
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    assert torch.equal(resumed_strategy.memory_.x_, whole.memory_.x_)
+    assert resumed_strategy.memory_.nbytes == whole.memory_.nbytes > 0
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
