@@ -9,14 +9,20 @@ from lifelong_kd.data import Batch, Experience, Split, Stream, StreamOptions, bu
 from lifelong_kd.evaluation import EvalReport, Evaluator
 from lifelong_kd.loggers import JsonlLogger
 from lifelong_kd.models import Classifier, build_model
-from lifelong_kd.pipeline import run
-from lifelong_kd.strategies import Compress, EWC, Finetune, Joint, LwF, ModelOutput, MultiTeacher, Strategy
+from lifelong_kd.pipeline import run, seed_everything
+from lifelong_kd.strategies import BiC, Compress, DER, DERpp, ER, EWC, Finetune, ICaRL, Joint, LUCIR, LwF, ModelOutput, MultiTeacher, Strategy
 from lifelong_kd.teacher import freeze_copy
 from lifelong_kd.train import TrainConfig
 from lifelong_kd.version import __version__
 
 
 __all__ = [
+    "LUCIR",
+    "ICaRL",
+    "ER",
+    "DERpp",
+    "DER",
+    "BiC",
     "Batch",
     "Classifier",
     "Compress",
@@ -40,4 +46,5 @@ __all__ = [
     "build_stream",
     "freeze_copy",
     "run",
+    "seed_everything",
 ]

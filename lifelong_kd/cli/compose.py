@@ -16,13 +16,8 @@ from typing import Any
 from lifelong_kd.cli.errors import UsageError
 from lifelong_kd.cli.options import check_accepted, strategy_parameters
 from lifelong_kd.config import RunConfig
+from lifelong_kd.strategies import BiC, Compress, DER, DERpp, ER, EWC, Finetune, ICaRL, Joint, LUCIR, LwF, MultiTeacher
 from lifelong_kd.strategies.base import Strategy
-from lifelong_kd.strategies.compress import Compress
-from lifelong_kd.strategies.ewc import EWC
-from lifelong_kd.strategies.finetune import Finetune
-from lifelong_kd.strategies.joint import Joint
-from lifelong_kd.strategies.lwf import LwF
-from lifelong_kd.strategies.multi_teacher import MultiTeacher
 
 STRATEGIES: MappingProxyType[str, type[Strategy]] = MappingProxyType(
     {
@@ -32,6 +27,12 @@ STRATEGIES: MappingProxyType[str, type[Strategy]] = MappingProxyType(
         "multi-teacher": MultiTeacher,
         "ewc": EWC,
         "compress": Compress,
+        "er": ER,
+        "der": DER,
+        "derpp": DERpp,
+        "icarl": ICaRL,
+        "lucir": LUCIR,
+        "bic": BiC,
     }
 )
 
@@ -106,8 +107,7 @@ def execute(config: RunConfig) -> dict[str, Any]:
     strategy.check_stream(stream)
     config = resolve(config, stream)
     trainer = make_trainer(config)
-    pipeline.seed_everything(config.seed)
-    model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs)
+    model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
     evaluator = Evaluator(**evaluator_options(config, stream))
     if not config.quiet:
         print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
@@ -175,8 +175,8 @@ def execute_compression(config: RunConfig) -> dict[str, Any]:
     if config.teacher:
         teacher, teacher_strategy = load_reference(config.teacher, stream, "--teacher")[0], None
     else:
-        teacher = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs)
         teacher_strategy = build_strategy(config.strategy, teacher_options)
+        teacher = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=teacher_strategy.model_head)
     student = build_model(config.student, stream.input_shape, stream.n_heads, stream.n_outputs)
     options = {k: v for k, v in evaluator_options(config, stream).items() if k not in ("reference", "reference_accuracy")}
     members = compression_run.compression_members(
