@@ -40,7 +40,10 @@ class RunConfig:
     augment: bool = False  # random crop + flip; use for split-CIFAR
     seed: int = 0
     eval_batch_size: int | None = None  # None: per model (1024 for MLPs, 32-64 for ConvNets)
-    precision: str = "fp32"  # "bf16": bfloat16 autocast for matmuls/convolutions (about 2x on CPUs with AVX512-BF16/AMX)
+    precision: str = "fp32"  # "bf16": bfloat16 autocast for matmuls/convolutions (about 2x on CPUs with AVX512-BF16/AMX); "fp16": CUDA only
+    device: str = "auto"  # CUDA when available, else the CPU; under torchrun each process takes cuda:LOCAL_RANK (docs/distributed.md)
+    deterministic: bool = False  # deterministic kernels only (CUDA runs repeat bit for bit, a little slower)
+    data_on_device: bool = False  # copy each experience's training data to the device once instead of every minibatch
     train_size: int | None = None  # per-experience training subsample for quick runs
     test_size: int | None = None
     class_order: tuple[int, ...] | None = None
@@ -86,6 +89,9 @@ class RunConfig:
             eval_batch_size=self.eval_batch_size,
             precision=self.precision,
             progress=not self.quiet and sys.stderr.isatty(),
+            device=self.device,
+            deterministic=self.deterministic,
+            data_on_device=self.data_on_device,
         )
 
     def stream_options(self) -> StreamOptions:

@@ -25,6 +25,15 @@ reports; because each experience reseeds every random source, a resumed run ends
 same numbers as an uninterrupted one. The loggers are told where the run continues
 (``first_step``) and receive the last finished report again, so TensorBoard and the figures
 hold exactly one entry per experience after any number of interruptions.
+
+Devices and processes (:mod:`lifelong_kd.distributed`, docs/distributed.md): the run starts
+in :func:`lifelong_kd.distributed.session` (the process group under torchrun, the device,
+deterministic kernels), which is also where the models are moved to the device; everything
+else follows the models. With several processes every process trains and evaluates its share;
+only rank 0 opens the run folder, writes it and feeds the loggers. On resume rank 0 reads and
+checks the checkpoint and sends it to the other processes, so all continue from the same
+experience with the same state (the folder need not be on a shared file system). Checkpoints
+hold CPU tensors: a run started on a GPU resumes on a CPU and the reverse.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from lifelong_kd import distributed
 from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation.evaluator import Evaluator
 from lifelong_kd.evaluation.report import EvalReport, json_safe
@@ -78,7 +88,14 @@ __all__ = [
 
 # Record keys that do not change a run's numbers: they may differ between a run and its resumption.
 # (``strategy_options`` as typed are compared through the setup record: the strategies' full options.)
-VOLATILE_KEYS = frozenset({"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "download", "eval_batch_size", "strategy_options"})
+# ``device``, ``deterministic`` and ``data_on_device`` say where and how a run computes: a checkpoint
+# resumes on another device (numbers then agree to float rounding, docs/distributed.md).
+VOLATILE_KEYS = frozenset(
+    {"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "download", "eval_batch_size", "strategy_options"}
+    | {"device", "deterministic", "data_on_device"}
+)
+# TrainConfig fields left out of the setup record (compared on resume): they do not change the numbers.
+UNRECORDED_TRAINING = ("progress", "eval_batch_size", "device", "deterministic", "data_on_device")
 
 
 def seed_everything(seed: int, experience_index: int = -1) -> None:
@@ -86,9 +103,12 @@ def seed_everything(seed: int, experience_index: int = -1) -> None:
     torch.manual_seed(seed * 1_000_003 + experience_index + 1)
 
 
-def precision_scope(precision: str) -> AbstractContextManager:
-    """The mixed-precision scope of a run (``fp32``: none; ``bf16``: bfloat16 autocast), see :func:`lifelong_kd.train.autocast`."""
-    return autocast(precision)
+def precision_scope(precision: str, device: torch.device | None = None) -> AbstractContextManager:
+    """The mixed-precision scope of a run on ``device`` (None: the CPU), see :func:`lifelong_kd.train.autocast`.
+
+    ``fp32``: none; ``bf16``: bfloat16 autocast; ``fp16``: float16 autocast (CUDA).
+    """
+    return autocast(precision, (device or torch.device("cpu")).type)
 
 
 @dataclass
@@ -223,11 +243,23 @@ def run_members(
     """
     if out is None and (resume or overwrite):
         raise ValueError("resume and overwrite need out=: the run folder to continue or replace.")
-    state = _Run(stream, members, config or TrainConfig(), record or {}, trainer or LoopTrainer(), primary or members[0].name)
-    if out is None:
-        return state.execute(None, resume=False)
-    with open_run_folder(out, resume=resume, overwrite=overwrite) as folder:
-        return state.execute(folder, resume=resume)
+    config = config or TrainConfig()
+    state = _Run(stream, members, config, record or {}, trainer or LoopTrainer(), primary or members[0].name)
+    with distributed.session(state.device_request(), config.deterministic) as placement:
+        state.place(placement)
+        if out is None:
+            return state.execute(None, None)
+        if not placement.main:
+            return state.execute(None, _received_start())
+        return state.execute_main(Path(out), resume, overwrite)
+
+
+def _received_start() -> dict[str, Any] | None:
+    """On a process other than rank 0: the checkpoint rank 0 resumes from (None: a fresh run), or rank 0's error."""
+    message, checkpoint = distributed.share((None, None))
+    if message is not None:
+        raise RunFolderError(f"rank 0 could not start the run: {message}")
+    return checkpoint
 
 
 def _check_members(members: Sequence[Member], primary: str) -> None:
@@ -257,9 +289,9 @@ def _plain(value: Any) -> Any:
 def setup_record(stream: Stream, members: Sequence[Member], config: TrainConfig, trainer: Trainer) -> dict[str, Any]:
     """What determines a run's numbers, read off the objects: compared on resume, stored in ``results.json``.
 
-    ``progress`` and ``eval_batch_size`` are left out: they do not change the numbers.
+    :data:`UNRECORDED_TRAINING` settings are left out: they do not change the numbers.
     """
-    training = {k: v for k, v in asdict(config).items() if k not in ("progress", "eval_batch_size")}
+    training = {k: v for k, v in asdict(config).items() if k not in UNRECORDED_TRAINING}
     described = {}
     for member in members:
         model = member.model
@@ -298,13 +330,64 @@ class _Run:
         self.record = json_safe(dict(record))
         self.setup = setup_record(stream, members, config, trainer)
         self.logs = {m.name: MemberLog() for m in members}
+        self.placement = distributed.Placement(torch.device("cpu"))
+
+    # ------------------------------------------------------------------ placing
+
+    def device_request(self) -> str:
+        """The device the run asks for: the config's; ``auto`` means the CPU for a trainer other than ours (Avalanche's runs there)."""
+        if self.trainer.name != LoopTrainer.name and self.config.device == "auto":
+            return "cpu"
+        return self.config.device
+
+    def place(self, placement: distributed.Placement) -> None:
+        """Check that the members can run where ``placement`` says, and move their models there."""
+        if placement.device.type != "cpu" and self.trainer.name != LoopTrainer.name:
+            raise distributed.DeviceError(f"--engine {self.trainer.name} trains on the CPU only; use --device cpu (or auto).")
+        if placement.world_size > 1:
+            self._check_data_parallel(placement)
+        for member in self.members:
+            if member.trained:
+                distributed.check_precision(self.config.precision, placement.device)
+            if member.model is not None:
+                member.model.to(placement.device)
+        self.placement = placement
+
+    def _check_data_parallel(self, placement: distributed.Placement) -> None:
+        """Refuse what cannot run in several processes yet (the trainer, replay memories)."""
+        if self.trainer.name != LoopTrainer.name:
+            raise ValueError(f"--engine {self.trainer.name} runs in one process; start it without torchrun (or use our engine).")
+        for member in self.members:
+            if member.trained and getattr(type(member.strategy), "memory_", None) is not None:
+                raise ValueError(
+                    f"Strategy {member.strategy.name!r} fills its replay memory from each minibatch; with {placement.world_size} "
+                    "processes each would see only its own rows and the memories would differ. Run it in one process (without torchrun)."
+                )
 
     # ------------------------------------------------------------------ driving
 
-    def execute(self, folder: RunFolder | None, resume: bool) -> dict[str, Any]:
-        """Run the remaining experiences; returns the results document."""
-        if resume and folder is not None:
-            self.restore(folder)
+    def execute_main(self, out: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
+        """Rank 0 (or the only process): open the folder, read the checkpoint, tell the other processes, run.
+
+        A failure before the run starts is sent to the other processes too, so they stop
+        with it instead of waiting.
+        """
+        shared = False
+        try:
+            with open_run_folder(out, resume=resume, overwrite=overwrite) as folder:
+                checkpoint = self.saved(folder) if resume else None
+                distributed.share((None, checkpoint))
+                shared = True
+                return self.execute(folder, checkpoint)
+        except Exception as error:
+            if not shared:
+                distributed.share((str(error), None))
+            raise
+
+    def execute(self, folder: RunFolder | None, checkpoint: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Run the remaining experiences (after those ``checkpoint`` holds); returns the results document."""
+        if checkpoint is not None:
+            self.restore(checkpoint, folder)
         else:
             self.measure_initial()
         finished = self.logs[self.primary].finished
@@ -315,19 +398,23 @@ class _Run:
                 if folder is not None:
                     folder.save(self.checkpoint(), self.document(), self.rows())
                 for member in self.members:
-                    for logger in member.loggers:
+                    for logger in self.loggers(member):
                         logger.log_report(reports[member.name])
         finally:
             for member in self.members:
-                for logger in member.loggers:
+                for logger in self.loggers(member):
                     logger.close()
         return self.document()
+
+    def loggers(self, member: Member) -> Sequence[Logger]:
+        """The member's loggers in the process that writes (rank 0); none elsewhere."""
+        return member.loggers if self.placement.main else ()
 
     def start_loggers(self, finished: int) -> None:
         """Give loggers the config; on resume, the last finished report again (see the module docstring)."""
         for member in self.members:
             log = self.logs[member.name]
-            for logger in member.loggers:
+            for logger in self.loggers(member):
                 logger.log_config(self.record, first_step=max(finished - 1, 0))
                 if finished:
                     logger.log_report(EvalReport.from_dict(log.reports[finished - 1]))
@@ -336,7 +423,7 @@ class _Run:
         """A randomly initialised model's accuracy per experience (the FWT baseline)."""
         for member in self.members:
             if member.model is not None:
-                with precision_scope(member.precision or self.config.precision):
+                with precision_scope(member.precision or self.config.precision, distributed.module_device(member.model)):
                     member.evaluator.measure_initial(member.model, self.stream)
 
     def step(self, experience: Experience) -> dict[str, EvalReport]:
@@ -365,7 +452,7 @@ class _Run:
             member.strategy.set_teacher(teacher)
         start = time.perf_counter()
         try:
-            with precision_scope(self.config.precision):
+            with precision_scope(self.config.precision, self.placement.device):
                 stats = self.trainer.train(member.model, member.strategy, self.stream, experience, self.config)
         finally:
             if teacher is not None:
@@ -393,7 +480,7 @@ class _Run:
         else:
             model = member.strategy.evaluation_model(member.model) if member.strategy is not None else member.model
         reference = reports[member.reference].metrics["average_accuracy"] if member.reference else None
-        with precision_scope(member.precision or self.config.precision):
+        with precision_scope(member.precision or self.config.precision, distributed.module_device(model)):
             report = member.evaluator.evaluate(model, self.stream, index, reference_accuracy=reference)
         if extra:
             report = replace(report, extra=dict(extra))
@@ -408,21 +495,26 @@ class _Run:
         for member in self.members:
             log = self.logs[member.name]
             members[member.name] = {
-                "model": None if member.model is None else member.model.state_dict(),
-                "strategy": None if member.strategy is None else member.strategy.state_dict(),
+                "model": None if member.model is None else distributed.to_cpu(member.model.state_dict()),
+                "strategy": None if member.strategy is None else distributed.to_cpu(member.strategy.state_dict()),
                 "evaluator": member.evaluator.state_dict(),
                 "reports": log.reports,
                 "timing": log.timing,
             }
         return {"record": self.record, "setup": self.setup, "primary": self.primary, "members": members}
 
-    def restore(self, folder: RunFolder) -> None:
-        """Load ``folder``'s checkpoint after checking it holds this run; rewrite its derived files."""
+    def saved(self, folder: RunFolder) -> dict[str, Any]:
+        """``folder``'s checkpoint, after checking it holds this run."""
         checkpoint = folder.load_checkpoint()
         found = differences(_comparable(checkpoint.get("record", {})), _comparable(self.record))
         found += differences(checkpoint.get("setup", {}), self.setup, "setup")
         if found:
             raise refuse_resume(folder.path, found)
+        return checkpoint
+
+    def restore(self, checkpoint: Mapping[str, Any], folder: RunFolder | None) -> None:
+        """Load the members' state from ``checkpoint`` (checked by :meth:`saved`); rewrite the folder's derived files."""
+        where = folder.path / CHECKPOINT if folder is not None else "rank 0's checkpoint"
         for member in self.members:
             saved = checkpoint["members"][member.name]
             try:
@@ -432,9 +524,10 @@ class _Run:
                     member.strategy.load_state_dict(saved["strategy"])
                 member.evaluator.load_state_dict(saved["evaluator"])
             except (RuntimeError, KeyError, TypeError, ValueError) as error:
-                raise RunFolderError(f"{folder.path / CHECKPOINT} does not fit member {member.name!r} of this run ({error}); start anew with --overwrite.") from None
+                raise RunFolderError(f"{where} does not fit member {member.name!r} of this run ({error}); start anew with --overwrite.") from None
             self.logs[member.name] = MemberLog(saved["reports"], saved["timing"])
-        folder.write_derived(self.document(), self.rows())
+        if folder is not None:
+            folder.write_derived(self.document(), self.rows())
 
     def document(self) -> dict[str, Any]:
         """The ``results.json`` document."""
@@ -443,7 +536,7 @@ class _Run:
             memory = getattr(member.strategy, "memory_", None)
             extras[member.name] = {"memory_bytes": int(memory.nbytes)} if memory is not None else {}
         document = results_document(self.record, self.logs, self.primary, extras)
-        return {**document, "setup": {**self.setup, "versions": _versions()}}
+        return {**document, "setup": {**self.setup, "versions": _versions(), "hardware": self.placement.describe()}}
 
     def rows(self) -> dict[str, list[dict[str, Any]]]:
         """The ``metrics.jsonl`` files."""

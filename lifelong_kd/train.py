@@ -1,4 +1,18 @@
-"""The one training loop: minibatches of cross-entropy plus the strategy's extra loss."""
+"""The one training loop: minibatches of cross-entropy plus the strategy's extra loss.
+
+Devices: minibatches go where the model is (:func:`lifelong_kd.distributed.module_device`).
+The stored data stays in host memory (``uint8`` images); each minibatch is gathered there,
+augmented, moved (through page-locked memory, without blocking, to a GPU) and transformed on
+the device; ``TrainConfig.data_on_device`` instead copies an experience's data to the device
+once. ``Batch.index`` stays on the host (strategies index stored data with it).
+
+Several processes (:mod:`lifelong_kd.distributed`): every process draws the same global
+permutation and trains on its rows of each global minibatch (:meth:`TrainingSet.shards`);
+the forward runs through ``DistributedDataParallel``, which averages the gradients, and each
+process's loss is weighted so that the average is the gradient of the whole minibatch's mean
+loss. A step therefore sees the same samples, and gives the same update up to float
+rounding, as one process with the same (global) ``batch_size``.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from lifelong_kd import distributed
 from lifelong_kd.data.augment import random_crop_flip
 from lifelong_kd.data.stream import Batch, Experience, Stream
 from lifelong_kd.strategies.base import ModelOutput, Strategy
 
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -43,10 +59,20 @@ class TrainConfig:
         eval_batch_size: Samples per batch at evaluation; None (default) picks one per model
             (:func:`lifelong_kd.models.inference_batch_size`: 1024 for MLPs, 32-64 for ConvNets).
         progress: Show a progress bar with ETA.
-        precision: ``"fp32"`` (default) or ``"bf16"``: matmuls and convolutions of training,
-            teacher forwards and evaluation run in bfloat16 under ``torch.autocast`` (weights,
-            optimiser state and losses stay float32). About 2x faster on CPUs with AVX512-BF16
-            or AMX; much slower on CPUs without them.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: matmuls and convolutions of
+            training, teacher forwards and evaluation run in bfloat16 (CPU, or CUDA from compute
+            capability 8.0) or float16 (CUDA only, with a gradient scaler) under
+            ``torch.autocast``; weights, optimiser state and losses stay float32. bf16 is about
+            2x faster on CPUs with AVX512-BF16 or AMX; much slower on CPUs without them.
+        device: ``"auto"`` (default: CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or ``"mps"`` (:func:`lifelong_kd.distributed.resolve_device`); the loop
+            moves the models there. Under torchrun, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK``.
+        deterministic: Deterministic kernels only (``torch.use_deterministic_algorithms``,
+            cuDNN and cuBLAS settings): CUDA runs repeat bit for bit, a little slower; CPU runs
+            are deterministic already.
+        data_on_device: Copy each experience's training data to the device once, instead of
+            moving every minibatch (faster on a GPU when the data fits in its memory; no effect
+            on the CPU).
     """
 
     epochs: int = 1
@@ -61,6 +87,9 @@ class TrainConfig:
     eval_batch_size: int | None = None
     progress: bool = True
     precision: str = "fp32"
+    device: str = "auto"  # CUDA when available (the usual expectation of GPU users), else the CPU
+    deterministic: bool = False  # off: PyTorch's default (fast, possibly non-deterministic CUDA kernels)
+    data_on_device: bool = False  # per-minibatch copies: works whatever the data's size
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,20 +106,31 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message + ".")
+        distributed.check_device_name(self.device)
 
 
-def autocast(precision: str) -> AbstractContextManager:
-    """The mixed-precision context of a run: bfloat16 autocast on the CPU for ``"bf16"``, else nothing.
+def autocast(precision: str, device_type: str = "cpu") -> AbstractContextManager:
+    """The mixed-precision context of a run: autocast to bfloat16 (``"bf16"``) or float16 (``"fp16"``), else nothing.
 
     Wraps everything that runs the model in a step of the stream (strategy hooks, the
     minibatch loop and evaluation), so teacher caches and accuracies use the same precision
     as training.
+
+    Args:
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        device_type: ``"cpu"``, ``"cuda"`` or ``"mps"``: where the models run.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    # No weight-cast cache: the region spans many optimiser steps, and a cached bfloat16 copy
-    # of a weight would go stale after the first one.
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
+    # No weight-cast cache: the region spans many optimiser steps, and a cached low-precision
+    # copy of a weight would go stale after the first one.
+    dtype = AUTOCAST_TYPES.get(precision, torch.bfloat16)
+    return torch.autocast(device_type, dtype=dtype, enabled=precision != "fp32", cache_enabled=False)
+
+
+def gradient_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A gradient scaler for float16 training (its small exponent range underflows small gradients); None otherwise."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -106,49 +146,99 @@ class TrainingSet:
 
     ``Batch.index`` is the position in this concatenation (for one experience, the
     position in its training split).
+
+    Args:
+        experiences: The experiences whose training splits are drawn from.
+        augment: Random crop (padding 4) and horizontal flip per sample.
+        generator: Source of the permutations and augmentations (seeded alike in every process).
+        device: Where minibatches go (None: the CPU).
+        data_on_device: Copy the training splits to ``device`` once, instead of moving each minibatch.
     """
 
-    def __init__(self, experiences: list[Experience], augment: bool, generator: torch.Generator) -> None:
+    def __init__(
+        self, experiences: list[Experience], augment: bool, generator: torch.Generator, device: torch.device | None = None, data_on_device: bool = False
+    ) -> None:
         self.experiences = experiences
         self.augment = augment
         self.generator = generator
+        self.device = device or torch.device("cpu")
+        self.stored = [(e.train.x, e.train.y) for e in experiences]
+        if data_on_device:
+            self.stored = [(x.to(self.device), y.to(self.device)) for x, y in self.stored]
         sizes = [len(e.train) for e in experiences]
         self.offsets = torch.tensor([0, *sizes]).cumsum(0)
         self.size = int(self.offsets[-1])
 
-    def _part(self, experience: Experience, local: Tensor) -> tuple[Tensor, Tensor]:
-        x = experience.train.x[local]
-        if self.augment:
-            x = random_crop_flip(x, self.generator)
-        return experience.transform(x), experience.train.y[local]
-
-    def batch(self, index: Tensor) -> Batch:
-        """Gather, augment and transform the samples at global positions ``index``."""
+    def _arrange(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """``index`` in minibatch order (grouped by experience, drawing order within each) and each position's experience."""
         if len(self.experiences) == 1:
-            experience = self.experiences[0]
-            x, y = self._part(experience, index)
-            task_id = torch.full_like(y, experience.task_id)
-            return Batch(x, y, task_id, index, self.augment)
-        owner = torch.bucketize(index, self.offsets[1:], right=True)
-        xs, ys, tasks, order = [], [], [], []
-        for part, experience in enumerate(self.experiences):
-            mask = owner == part
-            if mask.any():
-                x, y = self._part(experience, index[mask] - self.offsets[part])
-                xs.append(x), ys.append(y), order.append(index[mask])
-                tasks.append(torch.full_like(y, experience.task_id))
-        return Batch(torch.cat(xs), torch.cat(ys), torch.cat(tasks), torch.cat(order), self.augment)
+            return index, torch.zeros_like(index)
+        owners = torch.bucketize(index, self.offsets[1:], right=True)
+        order = torch.argsort(owners, stable=True)
+        return index[order], owners[order]
 
-    def batches(self, batch_size: int, n_batches: int) -> Iterator[Batch]:
-        """``n_batches`` shuffled minibatches, reshuffling after each pass."""
+    def batch(self, index: Tensor, rows: slice | None = None) -> Batch:
+        """Gather, augment, move and transform the samples at global positions ``index``.
+
+        Args:
+            index: Global positions of one minibatch.
+            rows: Keep only these rows of the minibatch (one process's part). Augmentations
+                are still drawn for the whole minibatch, so each row gets the crop and flip
+                it gets in a single process, and every process's generator stays in step.
+        """
+        positions, owners = self._arrange(index)
+        if rows is not None and not self.augment:
+            positions, owners = positions[rows], owners[rows]
+        groups, counts = torch.unique_consecutive(owners, return_counts=True)
+        xs, ys, tasks = [], [], []
+        for part, local in zip(groups.tolist(), positions.split(counts.tolist()), strict=True):
+            x, y = self.stored[part]
+            local = local - self.offsets[part]
+            x = x[local.to(x.device)]
+            xs.append(random_crop_flip(x, self.generator) if self.augment else x)
+            ys.append(y[local.to(y.device)])
+            tasks.append(torch.full((len(local),), self.experiences[part].task_id, dtype=torch.long))
+        x, y, task_id = torch.cat(xs), torch.cat(ys), torch.cat(tasks)
+        if rows is not None and self.augment:
+            x, y, task_id, positions, owners = x[rows], y[rows], task_id[rows], positions[rows], owners[rows]
+            groups, counts = torch.unique_consecutive(owners, return_counts=True)
+        x, y, task_id = (distributed.to_device(t, self.device) for t in (x, y, task_id))
+        return Batch(self._transform(x, groups.tolist(), counts.tolist()), y, task_id, positions, self.augment)
+
+    def _transform(self, x: Tensor, parts: list[int], counts: list[int]) -> Tensor:
+        """Stored samples -> model inputs, each consecutive group of rows by its own experience's transform."""
+        if len(parts) == 1:
+            return self.experiences[parts[0]].transform(x)
+        return torch.cat([self.experiences[part].transform(piece) for part, piece in zip(parts, x.split(counts), strict=True)])
+
+    def positions(self, batch_size: int, n_batches: int) -> Iterator[Tensor]:
+        """Global positions of ``n_batches`` shuffled minibatches, reshuffling after each pass."""
         produced = 0
         while produced < n_batches:
             permutation = torch.randperm(self.size, generator=self.generator)
             for start in range(0, self.size, batch_size):
                 if produced == n_batches:
                     return
-                yield self.batch(permutation[start : start + batch_size])
+                yield permutation[start : start + batch_size]
                 produced += 1
+
+    def batches(self, batch_size: int, n_batches: int) -> Iterator[Batch]:
+        """``n_batches`` shuffled minibatches, reshuffling after each pass."""
+        for index in self.positions(batch_size, n_batches):
+            yield self.batch(index)
+
+    def shards(self, batch_size: int, n_batches: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[Batch, float]]:
+        """Process ``rank``'s rows of each of ``n_batches`` global minibatches, with its loss weight.
+
+        Every process draws the same permutations; the rows and the weight come from
+        :func:`lifelong_kd.distributed.shard_rows` (weight 1 in a single process).
+        """
+        for index in self.positions(batch_size, n_batches):
+            if world_size == 1:
+                yield self.batch(index), 1.0
+                continue
+            rows, weight = distributed.shard_rows(len(index), rank, world_size)
+            yield self.batch(index, rows), weight
 
 
 def n_batches(size: int, config: TrainConfig) -> int:
@@ -158,21 +248,70 @@ def n_batches(size: int, config: TrainConfig) -> int:
     return config.epochs * math.ceil(size / config.batch_size)
 
 
-def forward(model: nn.Module, batch: Batch) -> ModelOutput:
-    """One forward pass giving features, every head's logits and each sample's own logits."""
-    features = model.features(batch.x)
-    all_logits = model.heads(features)
+class FeaturesAndLogits(nn.Module):
+    """``model.features`` then ``model.heads`` as one module call: what ``DistributedDataParallel`` wraps.
+
+    Running the forward through the wrapper is what makes it exchange the gradients during
+    the backward pass (it hooks the parameters used by its own forward).
+
+    Args:
+        model: A model with ``features`` and ``heads`` (:class:`~lifelong_kd.models.Classifier`).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Features (B, D) and every head's logits (B, H, K)."""
+        features = self.model.features(x)
+        return features, self.model.heads(features)
+
+
+def forward(model: nn.Module, batch: Batch, network: nn.Module | None = None) -> ModelOutput:
+    """One forward pass giving features, every head's logits and each sample's own logits.
+
+    Args:
+        model: The model.
+        batch: The minibatch.
+        network: A module giving ``(features, all_logits)`` of ``batch.x`` for ``model`` (the
+            data-parallel :class:`FeaturesAndLogits`); None calls ``model`` directly.
+    """
+    if network is None:
+        features = model.features(batch.x)
+        all_logits = model.heads(features)
+    else:
+        features, all_logits = network(batch.x)
     return ModelOutput(model.select(all_logits, batch.task_id), all_logits, features)
 
 
-def train_step(model: nn.Module, strategy: Strategy, optimizer: torch.optim.Optimizer, batch: Batch) -> float:
+def train_step(
+    model: nn.Module,
+    strategy: Strategy,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    *,
+    network: nn.Module | None = None,
+    weight: float = 1.0,
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
     """Cross-entropy + strategy loss, backward, optimiser step; returns the loss.
 
     The phases are labelled ``lkd.forward``, ``lkd.loss``, ``lkd.backward`` and
     ``lkd.optimizer`` for ``torch.profiler`` (``benchmarks/profile_runs.py`` reads them).
+
+    Args:
+        model: The model being trained.
+        strategy: Adds its loss term.
+        optimizer: Steps the model's parameters.
+        batch: This process's minibatch.
+        network: The forward module (see :func:`forward`).
+        weight: Multiplies the loss before the backward pass (a process's share of a global
+            minibatch, :func:`lifelong_kd.distributed.shard_rows`); the returned loss is unweighted.
+        scaler: Gradient scaler of float16 training (:func:`gradient_scaler`).
     """
     with record_function("lkd.forward"):
-        output = forward(model, strategy.transform_batch(batch))
+        output = forward(model, strategy.transform_batch(batch), network)
     with record_function("lkd.loss"):
         loss = F.cross_entropy(output.logits, batch.y) + strategy.loss(model, batch, output)
         value = loss.item()
@@ -183,9 +322,14 @@ def train_step(model: nn.Module, strategy: Strategy, optimizer: torch.optim.Opti
         )
     with record_function("lkd.backward"):
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        weighted = loss if weight == 1.0 else loss * weight
+        (weighted if scaler is None else scaler.scale(weighted)).backward()
     with record_function("lkd.optimizer"):
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
     return value
 
 
@@ -198,22 +342,34 @@ def train_experience(
 ) -> dict[str, float]:
     """Train ``model`` on one experience (the hooks are the caller's).
 
+    Minibatches go to the model's device. With several processes each trains on its rows of
+    every global minibatch (see the module docstring); at the end the processes agree on
+    buffers and random state (:func:`lifelong_kd.distributed.settle`), and the returned
+    samples and mean loss are those of the whole run, as in one process.
+
     Returns:
         ``{"train_seconds", "samples", "mean_loss"}``.
     """
+    device = distributed.module_device(model)
+    rank, world_size = distributed.rank(), distributed.world_size()
     generator = torch.Generator().manual_seed(config.seed * 7919 + experience.index)
-    data = TrainingSet(strategy.train_experiences(stream, experience), config.augment, generator)
+    data = TrainingSet(strategy.train_experiences(stream, experience), config.augment, generator, device, config.data_on_device)
     total = n_batches(data.size, config)
     optimizer = make_optimizer(model, config)
+    network = distributed.data_parallel(FeaturesAndLogits(model)) if world_size > 1 else None
+    scaler = gradient_scaler(config.precision, device)
     model.train()
-    start, samples, loss_sum = time.perf_counter(), 0, 0.0
-    bar = _progress(total, f"experience {experience.index + 1}/{len(stream)}", config.progress)
-    for batch in _labelled(data.batches(config.batch_size, total), "lkd.data"):
-        loss_sum += train_step(model, strategy, optimizer, batch)
-        samples += len(batch.y)
+    start, samples, loss_sum = time.perf_counter(), 0.0, 0.0
+    bar = _progress(total, f"experience {experience.index + 1}/{len(stream)}", config.progress and rank == 0)
+    for batch, weight in _labelled(data.shards(config.batch_size, total, rank, world_size), "lkd.data"):
+        loss_sum += weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler)
+        samples += len(batch.y) if weight > 0 else 0
         bar.update(1)
     bar.close()
-    return {"train_seconds": time.perf_counter() - start, "samples": samples, "mean_loss": loss_sum / max(total, 1)}
+    del network
+    distributed.settle(model)
+    samples, loss_sum = distributed.all_reduce_sum(torch.tensor([samples, loss_sum], dtype=torch.float64)).tolist()
+    return {"train_seconds": time.perf_counter() - start, "samples": int(samples), "mean_loss": loss_sum / world_size / max(total, 1)}
 
 
 def _labelled(batches: Iterator[Batch], label: str) -> Iterator[Batch]:

@@ -26,8 +26,12 @@ __all__ = ["STRATEGIES", "UsageError", "build_strategy", "execute", "main", "mak
 
 
 def command_run(args: argparse.Namespace) -> int:
-    """``lifelong-kd run``."""
+    """``lifelong-kd run`` (under torchrun, only rank 0 prints the results)."""
+    from lifelong_kd import distributed
+
     results = execute(config_from_args(args))
+    if not distributed.is_main():
+        return 0
     print("accuracy matrix (%):")
     print(format_matrix(results["accuracy_matrix"]))
     print(format_metrics(results["metrics"]))
@@ -75,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a non-finite loss; ``130`` interrupted.
     """
     from lifelong_kd.data.sources import DataNotFoundError
+    from lifelong_kd.distributed import DeviceError, is_main, rank
     from lifelong_kd.run_folder import RunFolderError
     from lifelong_kd.train import NonFiniteLossError
 
@@ -85,10 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help, --version
         return stop.code if isinstance(stop.code, int) else 0
     except (UsageError, ValueError, DataNotFoundError, FileNotFoundError, RunFolderError) as error:
-        print(f"lifelong-kd: error: {error}", file=sys.stderr)
+        # Under torchrun every process meets the same bad input: rank 0 says it once. A device
+        # error may concern one process only (its GPU), so every process reports its own.
+        if is_main() or isinstance(error, DeviceError):
+            print(f"lifelong-kd: error: {'' if is_main() else f'(rank {rank()}) '}{error}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:
-        print(f"lifelong-kd: run stopped: {error}", file=sys.stderr)
+        print(f"lifelong-kd: run stopped: {'' if is_main() else f'(rank {rank()}) '}{error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("lifelong-kd: interrupted; finished experiences are in the run folder (--resume continues).", file=sys.stderr)

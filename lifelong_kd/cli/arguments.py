@@ -90,7 +90,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser, add: Any) -> None:
     add("--weight-decay", type=field_kind("weight_decay"), help="default 0")
     add("--augment", action=argparse.BooleanOptionalAction, help="random crop + flip (CIFAR)")
     add("--seed", type=field_kind("seed"), help="0 to 2147483647 (default 0); same seed, same numbers")
-    add("--precision", choices=("fp32", "bf16"), help="bf16: bfloat16 autocast, ~2x faster on CPUs with AVX512-BF16/AMX")
+    add("--precision", choices=("fp32", "bf16", "fp16"), help="bf16: bfloat16 autocast, ~2x faster on CPUs with AVX512-BF16/AMX; fp16: float16 autocast with a gradient scaler (CUDA)")
+    add("--device", help="auto (default: CUDA when available, else cpu) | cpu | cuda | cuda:N | mps; under torchrun each process takes cuda:LOCAL_RANK")
+    add("--deterministic", action=argparse.BooleanOptionalAction, help="deterministic kernels only: CUDA runs repeat bit for bit (a little slower)")
+    add("--data-on-device", action=argparse.BooleanOptionalAction, help="copy each experience's training data to the GPU once instead of every minibatch")
     add("--engine", choices=("lifelong-kd", "avalanche"), help="training loop: ours (default) or Avalanche's with our plugin")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from lifelong_kd import distributed
 from lifelong_kd.cli.errors import UsageError
 from lifelong_kd.cli.options import check_accepted, strategy_parameters
 from lifelong_kd.config import RunConfig
@@ -109,7 +110,7 @@ def execute(config: RunConfig) -> dict[str, Any]:
     trainer = make_trainer(config)
     model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
     evaluator = Evaluator(**evaluator_options(config, stream))
-    if not config.quiet:
+    if not config.quiet and distributed.is_main():  # one banner, from rank 0, under torchrun
         print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
               f"{config.model} ({sum(p.numel() for p in model.parameters()):,} parameters); run folder {config.out}", flush=True)
     return pipeline.run(
@@ -184,7 +185,7 @@ def execute_compression(config: RunConfig) -> dict[str, Any]:
         functools.partial(Evaluator, **options), config.prune, True, config.student_alone,
         lambda name: run_loggers(out / "models" / name, config, figures=False),
     )
-    if not config.quiet:
+    if not config.quiet and distributed.is_main():
         sizes = " vs ".join(f"{sum(p.numel() for p in m.parameters()):,}" for m in (teacher, student))
         print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences): teacher {config.teacher or config.model} "
               f"({config.strategy if teacher_strategy else 'loaded'}) -> student {config.student}, {sizes} parameters; run folder {out}", flush=True)

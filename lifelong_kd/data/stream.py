@@ -49,8 +49,8 @@ class BatchTransform:
         """Images in [0, 1] (B, C, H, W) -> model input: permute pixels, then normalise."""
         if self.permutation is not None:
             x = x.flatten(2)[:, :, self.permutation].view_as(x)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -164,15 +164,22 @@ class Batch:
     augmented: bool = False
 
 
-def model_inputs(experience: Experience, split: str = "test", batch_size: int = 1024) -> Iterator[tuple[Tensor, Tensor]]:
+def model_inputs(
+    experience: Experience, split: str = "test", batch_size: int = 1024, device: torch.device | str | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield transformed ``(x, y)`` batches of one split, in order, without shuffling.
 
     Args:
         experience: The experience to read.
         split: ``"train"`` or ``"test"``.
         batch_size: Samples per batch.
+        device: Where the batches go (None: where the data is); stored samples move there
+            first and are transformed there.
     """
     data = experience.train if split == "train" else experience.test
     for start in range(0, len(data), batch_size):
         stop = start + batch_size
-        yield experience.transform(data.x[start:stop]), data.y[start:stop]
+        x, y = data.x[start:stop], data.y[start:stop]
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        yield experience.transform(x), y

@@ -2,10 +2,16 @@
 
 ``Evaluator.evaluate(model, stream, step)`` returns an :class:`EvalReport`; every metric
 in it is a pure function of the matrices the evaluator keeps (see ``docs/metrics.md``).
+
+Evaluation runs on the evaluated model's device (test batches move there). With several
+processes (:mod:`lifelong_kd.distributed`) each process evaluates its contiguous part of
+every test set and the correct counts are summed, so every process gets the accuracies one
+process would; the compression measurements (latency) are taken by rank 0 and shared.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +21,7 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
+from lifelong_kd import distributed
 from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation import compression, metrics
 from lifelong_kd.evaluation.compression import CompressionStats
@@ -35,15 +42,23 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, experience: Experience, batch_size: int = 1024) -> float:
-    """Accuracy of ``model`` on ``experience``'s test set (its own head in the task scenario)."""
-    correct = 0
+def correct_predictions(model: nn.Module, experience: Experience, batch_size: int = 1024, rows: slice | None = None) -> int:
+    """How many test samples of ``experience`` (rows ``rows``; None: all) ``model`` classifies correctly, on the model's device."""
     test = experience.test
+    rows = rows if rows is not None else slice(0, len(test))
+    device = distributed.module_device(model)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     with eval_mode(model):
-        for start in range(0, len(test), batch_size):
-            logits = model(experience.transform(test.x[start : start + batch_size]), experience.task_id)
-            correct += int((logits.argmax(1) == test.y[start : start + batch_size]).sum())
-    return correct / max(len(test), 1)
+        for start in range(rows.start, rows.stop, batch_size):
+            stop = min(start + batch_size, rows.stop)
+            logits = model(experience.transform(distributed.to_device(test.x[start:stop], device)), experience.task_id)
+            correct += (logits.argmax(1) == test.y[start:stop].to(device)).sum()
+    return int(correct)
+
+
+def accuracy(model: nn.Module, experience: Experience, batch_size: int = 1024) -> float:
+    """Accuracy of ``model`` on ``experience``'s whole test set (its own head in the task scenario), in this process."""
+    return correct_predictions(model, experience, batch_size) / max(len(experience.test), 1)
 
 
 class Evaluator:
@@ -106,9 +121,11 @@ class Evaluator:
             self.probe = RobustnessProbe(self.shifts, self.severities, robustness_samples, seed, batch_size)
 
     def row(self, model: nn.Module, stream: Stream) -> list[float]:
-        """Accuracy on every experience's test set."""
+        """Accuracy on every experience's test set (with several processes each counts its part; one sum)."""
         batch_size = self.batch_size or inference_batch_size(model, stream.input_shape)
-        return [accuracy(model, experience, batch_size) for experience in stream]
+        counts = torch.tensor([correct_predictions(model, e, batch_size, distributed.shard(len(e.test))) for e in stream])
+        counts = distributed.all_reduce_sum(counts).tolist()
+        return [count / max(len(experience.test), 1) for count, experience in zip(counts, stream, strict=True)]
 
     def measure_initial(self, model: nn.Module, stream: Stream) -> None:
         """Record a randomly initialised model's accuracy per experience (the FWT baseline)."""
@@ -157,10 +174,7 @@ class Evaluator:
         if not self.compression:
             return None
         if self.compression_stats_ is None:
-            kwargs = {"task_id": 0}
-            evaluated = self.model_stats or compression.measure(model, stream.input_shape, forward_kwargs=kwargs)
-            reference = self.reference_stats or (compression.measure(self.reference, stream.input_shape, forward_kwargs=kwargs) if self.reference is not None else evaluated)
-            self.compression_stats_ = {"model": evaluated, "reference": reference}
+            self.compression_stats_ = distributed.on_main(lambda: self._measure(model, stream))
         evaluated, reference = self.compression_stats_["model"], self.compression_stats_["reference"]
         if self.reference is None:
             reference_accuracy = average_accuracy
@@ -168,6 +182,17 @@ class Evaluator:
             reference_accuracy = self.reference_accuracy
         ratios = compression.compression_ratios(reference, evaluated, reference_accuracy, average_accuracy)
         return {"model": _stats_dict(evaluated), "reference": _stats_dict(reference), "ratios": ratios}
+
+    def _measure(self, model: nn.Module, stream: Stream) -> dict[str, CompressionStats]:
+        """Compression stats of the model and the reference, both on the model's device (latency compares like with like)."""
+        kwargs = {"task_id": 0}
+        evaluated = self.model_stats or compression.measure(model, stream.input_shape, forward_kwargs=kwargs)
+        if self.reference is None or self.reference_stats is not None:
+            return {"model": evaluated, "reference": self.reference_stats or evaluated}
+        reference, device = self.reference, distributed.module_device(model)
+        if distributed.module_device(reference) != device:  # a copy: the reference may be another member's model
+            reference = copy.deepcopy(reference).to(device)
+        return {"model": evaluated, "reference": compression.measure(reference, stream.input_shape, forward_kwargs=kwargs)}
 
     def settings(self) -> dict[str, Any]:
         """What this evaluator measures (plain values; the run's resume check compares them)."""

@@ -7,6 +7,12 @@ to whole batches in image space, before permutation and normalisation) and kept 
 subsample and all its corrupted copies are stacked, so an evaluation is one batched
 inference pass per experience, in large batches.
 
+Devices and processes: the corruptions are applied on the device of the model evaluated
+first (the sets are then kept in host memory); each evaluation moves its batches to the
+model's device. With several processes each evaluates its contiguous part of every stacked
+set and the correct counts are summed (:mod:`lifelong_kd.distributed`); every process builds
+the whole sets (once per run), so they are the same as in a single process.
+
 Definitions (``docs/metrics.md``): mean corrupted accuracy = mean over corruption,
 severity and the experiences seen so far; relative robustness = mean corrupted accuracy
 / clean accuracy on the same samples; corrupted forgetting = the forgetting formula
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lifelong_kd import distributed
 from lifelong_kd.data import shifts
 from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.models import inference_batch_size
@@ -52,9 +59,17 @@ def test_subsample(experience: Experience, samples: int | None, seed: int) -> tu
 
 
 def build_corrupted_sets(
-    stream: Stream, names: Sequence[str], severities: Sequence[int], samples: int | None, seed: int = 0
+    stream: Stream, names: Sequence[str], severities: Sequence[int], samples: int | None, seed: int = 0, device: torch.device | None = None
 ) -> list[CorruptedSet]:
     """Per experience, its clean test subsample followed by every corrupted copy, stacked.
+
+    Args:
+        stream: The stream whose test sets are corrupted.
+        names: Corruption names.
+        severities: Severities in 1..5.
+        samples: Test samples per experience (None: all).
+        seed: Seed of the subsample and of the random corruptions.
+        device: Where the corruptions run (None: the CPU); the sets are returned in host memory.
 
     Returns:
         One :class:`CorruptedSet` per experience whose ``x`` holds ``1 + len(names) *
@@ -64,11 +79,12 @@ def build_corrupted_sets(
     stacked = []
     for experience in stream:
         images, targets = test_subsample(experience, samples, seed)
+        images = images.to(device) if device is not None else images
         blocks = [images]
         for name in names:
             for severity in severities:
                 blocks.append(shifts.corrupt(images, name, severity, seed=seed * 7 + experience.index))
-        x = torch.cat([_to_uint8(block) for block in blocks])
+        x = torch.cat([_to_uint8(block) for block in blocks]).cpu()
         stacked.append(CorruptedSet(x, targets.repeat(len(blocks))))
     return stacked
 
@@ -79,12 +95,23 @@ def _to_uint8(images: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def block_accuracies(model: nn.Module, experience: Experience, data: CorruptedSet, n_blocks: int, batch_size: int) -> list[float]:
-    """Accuracy of ``model`` on each of the ``n_blocks`` equal blocks of a stacked image set."""
+    """Accuracy of ``model`` on each of the ``n_blocks`` equal blocks of a stacked image set.
+
+    Runs on the model's device; with several processes each process evaluates its part of
+    the rows and the correct counts per block are summed over processes.
+    """
+    device = distributed.module_device(model)
+    rows = distributed.shard(len(data.y))
     hits = []
-    for start in range(0, len(data.y), batch_size):
-        x = experience.transform.finish(data.x[start : start + batch_size].float() / 255.0)
-        hits.append(model(x, experience.task_id).argmax(1) == data.y[start : start + batch_size])
-    return torch.cat(hits).view(n_blocks, -1).float().mean(1).tolist()
+    for start in range(rows.start, rows.stop, batch_size):
+        stop = min(start + batch_size, rows.stop)
+        x = experience.transform.finish(distributed.to_device(data.x[start:stop], device).float() / 255.0)
+        hits.append((model(x, experience.task_id).argmax(1) == data.y[start:stop].to(device)).cpu())
+    per_block = len(data.y) // n_blocks
+    block = torch.arange(rows.start, rows.stop) // per_block
+    found = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    counts = torch.zeros(n_blocks, dtype=torch.long).index_add_(0, block, found.long())
+    return (distributed.all_reduce_sum(counts).float() / per_block).tolist()
 
 
 def summarize_row(
@@ -132,15 +159,15 @@ class RobustnessProbe:
             if severity not in shifts.SEVERITIES:
                 raise ValueError(f"Severities must be in 1..5, got {severity}.")
 
-    def _ensure(self, stream: Stream) -> list[CorruptedSet]:
+    def _ensure(self, stream: Stream, device: torch.device | None = None) -> list[CorruptedSet]:
         if self._sets is None or self._stream_name != stream.name:
-            self._sets = build_corrupted_sets(stream, self.names, self.severities, self.samples, self.seed)
+            self._sets = build_corrupted_sets(stream, self.names, self.severities, self.samples, self.seed, device)
             self._stream_name = stream.name
         return self._sets
 
     def evaluate(self, model: nn.Module, stream: Stream, step: int) -> dict[str, object]:
         """Clean and corrupted accuracy per experience, plus the summary over seen experiences."""
-        stacked = self._ensure(stream)
+        stacked = self._ensure(stream, distributed.module_device(model))
         n_blocks = 1 + len(self.names) * len(self.severities)
         batch_size = self.batch_size or inference_batch_size(model, stream.input_shape)
         per_experience = [block_accuracies(model, e, stacked[e.index], n_blocks, batch_size) for e in stream]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong_kd import losses
+from lifelong_kd import distributed, losses
 from lifelong_kd.data.stream import Batch, Experience, Stream
 from lifelong_kd.strategies import distill
 from lifelong_kd.strategies.base import ModelOutput, Strategy, module_state
@@ -192,20 +192,35 @@ class Compress(Strategy):
         return [self.knowledge_.select(self.snapshot_.all_logits(x))]
 
     def _projection(self, student_features: Tensor, teacher_features: Tensor) -> nn.Module:
-        """The learned projection student width -> teacher width (made on first use)."""
+        """The learned projection student width -> teacher width (made on first use, on the student's device).
+
+        Raises:
+            ValueError: Under float16 autocast: the loop scales the loss for float16 and the
+                projection's own optimiser would step with scaled gradients.
+        """
+        device = student_features.device
+        if torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16:
+            raise ValueError("compress with hint_weight > 0 does not run with --precision fp16 (its projection would step with loss-scaled gradients); use bf16 or fp32.")
         if self.projection_ is None:
+            # Its initial weights come from torch's global generator: the same in every process.
             self.projection_ = nn.Linear(student_features.shape[1], teacher_features.shape[1])
             if self._projection_state is not None:
                 self.projection_.load_state_dict(self._projection_state)
+        self.projection_.to(device)
         if self._projection_optimizer is None:
             self._projection_optimizer = torch.optim.SGD(self.projection_.parameters(), lr=self.hint_lr)
         return self.projection_
 
     def _step_projection(self) -> None:
-        """Apply the gradient the loop's backward pass left on the projection, then clear it."""
+        """Apply the gradient the loop's backward pass left on the projection, then clear it.
+
+        The projection is trained outside the loop's ``DistributedDataParallel`` module, so with
+        several processes its gradients are averaged here (every process steps alike).
+        """
         if self._projection_optimizer is None:
             return
         if any(p.grad is not None for p in self.projection_.parameters()):
+            distributed.average_gradients(self.projection_.parameters())
             self._projection_optimizer.step()
         self._projection_optimizer.zero_grad(set_to_none=True)
 

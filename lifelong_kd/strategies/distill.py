@@ -3,7 +3,9 @@
 * :class:`Knowledge`: which outputs a snapshot knew (old heads, seen classes) and
   :meth:`Knowledge.select`, the part of a model's output that distillation compares;
 * teacher snapshots to and from plain state dicts (checkpoints load with ``weights_only``);
-* :func:`cached_outputs`: a frozen teacher's outputs on a whole training split, in order;
+* :func:`cached_outputs`: a frozen teacher's outputs on a whole training split, in order
+  (on the teacher's device; with several processes each computes its part and every
+  process gets the whole, :mod:`lifelong_kd.distributed`);
 * :func:`add_noise`: input noise for denoising distillation;
 * :func:`warm_up_head`: Li & Hoiem's warm-up of the new head before joint training.
 """
@@ -19,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from lifelong_kd.data.stream import Batch, Experience, model_inputs
+from lifelong_kd import distributed
+from lifelong_kd.data.stream import Batch, Experience
 from lifelong_kd.models import inference_batch_size
 from lifelong_kd.teacher import freeze_copy
 
@@ -153,6 +156,11 @@ def cached_outputs(
 ) -> list[Tensor]:
     """Run ``targets`` over ``experience``'s whole training split, in order.
 
+    The inputs go to ``teacher``'s device (the CPU without one), and so do the outputs. With
+    several processes each process runs ``targets`` on its contiguous part of the split
+    (:func:`lifelong_kd.distributed.shard`) and the parts are gathered, so every process holds
+    the whole cache for a share of the work.
+
     Args:
         targets: Maps model inputs (B, C, H, W) to a list of per-sample tensors (B, ...).
         experience: The experience whose training split is read (clean, un-augmented views).
@@ -164,9 +172,15 @@ def cached_outputs(
     """
     if batch_size is None:
         batch_size = inference_batch_size(teacher, experience.train.x.shape[1:]) if teacher is not None else 1024
+    device = distributed.module_device(teacher) if teacher is not None else torch.device("cpu")
+    total = len(experience.train)
+    part = distributed.shard(total)
+    stored = experience.train.x[part]
     with record_function("lkd.teacher_cache"):
-        parts = [targets(x) for x, _ in model_inputs(experience, "train", batch_size)]
-        return [torch.cat(column) for column in zip(*parts, strict=True)]
+        # At least one (possibly empty) batch: a process without rows still sends its part.
+        starts = range(0, max(len(stored), 1), batch_size)
+        outputs = [targets(experience.transform(distributed.to_device(stored[start : start + batch_size], device))) for start in starts]
+        return [distributed.all_gather_rows(torch.cat(column), total) for column in zip(*outputs, strict=True)]
 
 
 def require_scenario(scenario: str | None) -> str:
@@ -241,19 +255,21 @@ def warm_up_head(model: nn.Module, experience: Experience, iterations: int, lr: 
     linear layer, in the task scenario only the current task's rows get a gradient, so the
     old heads are untouched; with one shared head (domain, class) the whole head adapts.
     Minibatches of :data:`WARMUP_BATCH_SIZE` are drawn with torch's global generator (the
-    pipeline seeds it per experience).
+    pipeline seeds it per experience). With several processes every process draws and takes
+    the same steps (the warm-up is short), so the heads stay identical everywhere.
     """
     if not isinstance(getattr(model, "head", None), nn.Module):
         raise ValueError("warmup_iterations needs a model with a `head` module (lifelong_kd.models.Classifier).")
     was_training = model.training
     model.eval()
     optimizer = torch.optim.SGD(model.head.parameters(), lr=lr)
+    device = distributed.module_device(model)
     for _ in range(iterations):
         index = torch.randint(len(experience.train), (WARMUP_BATCH_SIZE,))
         with torch.no_grad():
-            features = model.features(experience.transform(experience.train.x[index]))
+            features = model.features(experience.transform(distributed.to_device(experience.train.x[index], device)))
         logits = model.select(model.heads(features), experience.task_id)
-        loss = F.cross_entropy(logits, experience.train.y[index])
+        loss = F.cross_entropy(logits, distributed.to_device(experience.train.y[index], device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from lifelong_kd import distributed
 from lifelong_kd.data.stream import Batch, Experience
 from lifelong_kd.strategies.base import ModelOutput, Strategy
 from lifelong_kd.strategies.distill import check_number
@@ -57,6 +58,11 @@ def diagonal_fisher(
     parameters (convolutions, batch-norm) get per-sample gradients from ``torch.func``
     (``vmap`` over ``grad``).
 
+    The samples are drawn with torch's global generator; the computation runs on the
+    model's device. With several processes each process sums the terms of its contiguous
+    part of the drawn samples and the sums are added up (:mod:`lifelong_kd.distributed`), so
+    every process ends with the same Fisher.
+
     Args:
         model: The trained model (a Classifier: ``model(x, task_id)`` gives (B, K) logits).
         experience: Its training split is used (``task_id`` picks the head).
@@ -70,21 +76,23 @@ def diagonal_fisher(
     """
     was_training = model.training
     model.eval()
+    device = distributed.module_device(model)
     try:
         params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-        probe = experience.transform(experience.train.x[:1])
+        probe = experience.transform(experience.train.x[:1].to(device))
         linear = {} if per_sample_only else _plain_linear_layers(model, params, probe, experience.task_id)
         in_linear = {name for names in linear.values() for name in names if name is not None}
         rest = {name: p for name, p in params.items() if name not in in_linear}
         constants = {**{name: b.detach() for name, b in model.named_buffers()}, **{n: params[n] for n in in_linear}}
         per_sample = vmap(grad(_log_likelihood(model, constants, experience.task_id)), in_dims=(None, 0, 0))
         size = len(experience.train)
-        index = torch.randperm(size)[: n_samples or size]
+        drawn = torch.randperm(size)[: n_samples or size]
+        index = drawn[distributed.shard(len(drawn))]
         chunk = max(1, CHUNK_FLOATS // sum(p.numel() for p in rest.values())) if rest else LINEAR_CHUNK
         fisher = {name: torch.zeros_like(p) for name, p in params.items()}
         for start in range(0, len(index), chunk):
             part = index[start : start + chunk]
-            x = experience.transform(experience.train.x[part])
+            x = experience.transform(distributed.to_device(experience.train.x[part], device))
             pairs = _labels_and_weights(model, x, experience, part, kind)
             if linear:
                 _add_linear_terms(model, linear, x, experience.task_id, pairs, fisher)
@@ -94,7 +102,7 @@ def diagonal_fisher(
                         fisher[name] += value
     finally:
         model.train(was_training)
-    return {name: value / len(index) for name, value in fisher.items()}
+    return {name: distributed.all_reduce_sum(value) / len(drawn) for name, value in fisher.items()}
 
 
 def _plain_linear_layers(model: nn.Module, params: dict[str, Tensor], probe: Tensor, task_id: int) -> dict[nn.Module, tuple[str, str | None]]:
@@ -148,7 +156,7 @@ def _add_linear_terms(
             for labels, weights in pairs:
                 total = log_probs.gather(1, labels[:, None]).sum()
                 grads = torch.autograd.grad(total, [outputs[layer] for layer in order], retain_graph=True)
-                with torch.autocast("cpu", enabled=False):  # accumulate in float32, also in a bf16 run
+                with torch.autocast(x.device.type, enabled=False):  # accumulate in float32, also under autocast
                     for layer, g in zip(order, grads, strict=True):
                         weighted = g.float().pow(2) * weights[:, None]
                         weight_name, bias_name = layers[layer]
@@ -164,14 +172,14 @@ def _add_linear_terms(
 def _labels_and_weights(
     model: nn.Module, x: Tensor, experience: Experience, part: Tensor, kind: str
 ) -> list[tuple[Tensor, Tensor]]:
-    """(labels, weights) pairs whose weighted squared gradients sum to the Fisher terms."""
-    ones = torch.ones(len(x))
+    """(labels, weights) pairs whose weighted squared gradients sum to the Fisher terms (on ``x``'s device)."""
+    ones = torch.ones(len(x), device=x.device)
     if kind == "empirical":
-        return [(experience.train.y[part], ones)]
+        return [(experience.train.y[part].to(x.device), ones)]
     probs = F.softmax(model(x, experience.task_id), dim=-1)
     if kind == "predicted":
         return [(probs.argmax(-1), ones)]
-    return [(torch.full((len(x),), c, dtype=torch.long), probs[:, c]) for c in range(probs.shape[1])]
+    return [(torch.full((len(x),), c, dtype=torch.long, device=x.device), probs[:, c]) for c in range(probs.shape[1])]
 
 
 class EWC(Strategy):
@@ -232,6 +240,12 @@ class EWC(Strategy):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message + ".")
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Move restored Fisher diagonals and anchors to the model's device (a checkpoint holds CPU tensors)."""
+        device = distributed.module_device(model)
+        self.fishers_ = [{name: value.to(device) for name, value in fisher.items()} for fisher in self.fishers_]
+        self.anchors_ = [{name: value.to(device) for name, value in anchor.items()} for anchor in self.anchors_]
 
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """``lambda / 2 * sum_j sum_i F_j,i (theta_i - theta*_j,i)^2`` (zero before any penalty)."""
