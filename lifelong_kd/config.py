@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -88,7 +87,7 @@ class RunConfig:
             seed=self.seed,
             eval_batch_size=self.eval_batch_size,
             precision=self.precision,
-            progress=not self.quiet and sys.stderr.isatty(),
+            progress=not self.quiet,  # a bar on a terminal, else a line every 30 s (lifelong_kd.logs)
             device=self.device,
             deterministic=self.deterministic,
             data_on_device=self.data_on_device,

@@ -189,8 +189,29 @@ def parse_spec(spec: str, input_shape: Sequence[int]) -> tuple[str, list[int]]:
     return name, numbers
 
 
+def initialization_seed(seed: int) -> int:
+    """The torch seed a model's weights are drawn with for run seed ``seed``.
+
+    The value :func:`lifelong_kd.pipeline.seed_everything` gives torch before the command line
+    builds the model (``seed * 1_000_003``: experience index -1), so ``build_model(..., seed=S)``
+    starts from the weights ``lifelong-kd run --seed S`` starts from.
+
+    Raises:
+        ValueError: ``seed`` is not an integer from 0 to 2**31 - 1.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**31 - 1:
+        raise ValueError(f"seed must be an integer from 0 to 2147483647 (2**31 - 1), got {seed!r}; pass e.g. seed=0.")
+    return seed * 1_000_003
+
+
 def build_model(
-    spec: str, input_shape: Sequence[int], n_heads: int = 1, n_outputs: int = 10, channels_last: bool = True, head: str = "linear"
+    spec: str,
+    input_shape: Sequence[int],
+    n_heads: int = 1,
+    n_outputs: int = 10,
+    channels_last: bool = True,
+    head: str = "linear",
+    seed: int | None = None,
 ) -> Classifier:
     """Build a :class:`Classifier` from a spec such as ``"mlp:400,400"``.
 
@@ -204,7 +225,21 @@ def build_model(
         head: ``"linear"``, or ``"cosine"`` (LUCIR, Hou et al. 2019): a
             :class:`CosineLinear` head, and the MLP's and ConvNet's final ReLU removed so
             features can be negative (their Sec. 4.1; the ResNet keeps its last ReLU).
+        seed: Seed of the initial weights (the weights ``lifelong-kd run --seed SEED``
+            starts from, see :func:`initialization_seed`). They are drawn from a forked
+            generator: torch's global random state is the same before and after. None
+            (default, as ``torch.nn`` modules do) draws from the global generator.
     """
+    if seed is None:
+        return _build(spec, input_shape, n_heads, n_outputs, channels_last, head)
+    torch_seed = initialization_seed(seed)
+    with torch.random.fork_rng(devices=()):
+        torch.manual_seed(torch_seed)
+        return _build(spec, input_shape, n_heads, n_outputs, channels_last, head)
+
+
+def _build(spec: str, input_shape: Sequence[int], n_heads: int, n_outputs: int, channels_last: bool, head: str) -> Classifier:
+    """:func:`build_model` with the weights drawn from torch's global generator."""
     name, numbers = parse_spec(spec, input_shape)
     if name == "mlp":
         backbone, dim = mlp_backbone(input_shape, numbers or [400, 400])

@@ -53,6 +53,7 @@ from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation.evaluator import Evaluator
 from lifelong_kd.evaluation.report import EvalReport, json_safe
 from lifelong_kd.loggers.base import Logger
+from lifelong_kd.logs import heartbeat, log_experience, training_record
 from lifelong_kd.run_folder import (
     CHECKPOINT,
     RESULTS,
@@ -69,7 +70,7 @@ from lifelong_kd.run_folder import (
 from lifelong_kd.strategies.base import Strategy
 from lifelong_kd.teacher import freeze_copy
 from lifelong_kd.train import TrainConfig, autocast, train_experience
-from lifelong_kd.version import __version__
+from lifelong_kd.version import __version__, git_revision
 
 __all__ = [
     "CHECKPOINT",
@@ -312,8 +313,11 @@ def setup_record(stream: Stream, members: Sequence[Member], config: TrainConfig,
     return json_safe({"stream": stream_part, "training": training, "trainer": trainer.name, "members": described})
 
 
-def _versions() -> dict[str, str]:
-    return {"lifelong_kd": __version__, "torch": torch.__version__}
+def _versions() -> dict[str, str | None]:
+    """Library, torch and Python versions, and the library's git commit when it runs from a checkout (else None)."""
+    import platform
+
+    return {"lifelong_kd": __version__, "git": git_revision(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 class _Run:
@@ -400,6 +404,8 @@ class _Run:
                 for member in self.members:
                     for logger in self.loggers(member):
                         logger.log_report(reports[member.name])
+                if self.placement.main:
+                    log_experience(experience.index, len(self.stream), reports, {name: self.logs[name].timing[-1] for name in reports})
         finally:
             for member in self.members:
                 for logger in self.loggers(member):
@@ -465,6 +471,8 @@ class _Run:
             "samples": stats.get("samples", 0),
             "samples_per_second": stats.get("samples", 0) / max(loop_seconds, 1e-9),
             "mean_loss": stats.get("mean_loss"),
+            "iterations": stats.get("iterations"),
+            "loss_curve": stats.get("loss_curve"),
         }
 
     def evaluate(
@@ -480,8 +488,12 @@ class _Run:
         else:
             model = member.strategy.evaluation_model(member.model) if member.strategy is not None else member.model
         reference = reports[member.reference].metrics["average_accuracy"] if member.reference else None
-        with precision_scope(member.precision or self.config.precision, distributed.module_device(model)):
+        described = f"evaluating {member.name} after experience {index + 1}/{len(self.stream)}"
+        with precision_scope(member.precision or self.config.precision, distributed.module_device(model)), heartbeat(described, self.placement.main):
             report = member.evaluator.evaluate(model, self.stream, index, reference_accuracy=reference)
+        training = training_record(timing, self.logs[member.name].timing[:index])  # the loss curve, at global iterations
+        timing.pop("loss_curve", None)  # kept once, in the report
+        extra = {**extra, "training": training} if training else extra
         if extra:
             report = replace(report, extra=dict(extra))
         self.logs[member.name].add(report.to_dict(), {**timing, "eval_seconds": report.eval_seconds})

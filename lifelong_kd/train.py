@@ -30,6 +30,7 @@ from torch.profiler import record_function
 from lifelong_kd import distributed
 from lifelong_kd.data.augment import random_crop_flip
 from lifelong_kd.data.stream import Batch, Experience, Stream
+from lifelong_kd.logs import LossCurve, Progress
 from lifelong_kd.strategies.base import ModelOutput, Strategy
 
 OPTIMIZERS = ("sgd", "adam")
@@ -58,7 +59,8 @@ class TrainConfig:
         seed: Seed of model initialisation, shuffling and augmentation.
         eval_batch_size: Samples per batch at evaluation; None (default) picks one per model
             (:func:`lifelong_kd.models.inference_batch_size`: 1024 for MLPs, 32-64 for ConvNets).
-        progress: Show a progress bar with ETA.
+        progress: Show progress: a bar with ETA when stderr is a terminal, else a log line
+            every 30 s (logger ``lifelong_kd.progress``, see :mod:`lifelong_kd.logs`).
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: matmuls and convolutions of
             training, teacher forwards and evaluation run in bfloat16 (CPU, or CUDA from compute
             capability 8.0) or float16 (CUDA only, with a gradient scaler) under
@@ -348,7 +350,8 @@ def train_experience(
     samples and mean loss are those of the whole run, as in one process.
 
     Returns:
-        ``{"train_seconds", "samples", "mean_loss"}``.
+        ``{"train_seconds", "samples", "mean_loss", "iterations", "loss_curve"}``; the loss curve
+        is :meth:`lifelong_kd.logs.LossCurve.points` (mean loss every few iterations).
     """
     device = distributed.module_device(model)
     rank, world_size = distributed.rank(), distributed.world_size()
@@ -360,16 +363,21 @@ def train_experience(
     scaler = gradient_scaler(config.precision, device)
     model.train()
     start, samples, loss_sum = time.perf_counter(), 0.0, 0.0
-    bar = _progress(total, f"experience {experience.index + 1}/{len(stream)}", config.progress and rank == 0)
+    bar = Progress(total, f"experience {experience.index + 1}/{len(stream)}", config.progress and rank == 0, samples_per_unit=config.batch_size)
+    curve = LossCurve(total)
     for batch, weight in _labelled(data.shards(config.batch_size, total, rank, world_size), "lkd.data"):
-        loss_sum += weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler)
+        loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler)
+        loss_sum += loss
+        curve.add(loss)
         samples += len(batch.y) if weight > 0 else 0
         bar.update(1)
     bar.close()
     del network
     distributed.settle(model)
     samples, loss_sum = distributed.all_reduce_sum(torch.tensor([samples, loss_sum], dtype=torch.float64)).tolist()
-    return {"train_seconds": time.perf_counter() - start, "samples": int(samples), "mean_loss": loss_sum / world_size / max(total, 1)}
+    loss_curve = curve.points(distributed.all_reduce_sum(curve.sums) / world_size)
+    return {"train_seconds": time.perf_counter() - start, "samples": int(samples), "mean_loss": loss_sum / world_size / max(total, 1),
+            "iterations": total, "loss_curve": loss_curve}
 
 
 def _labelled(batches: Iterator[Batch], label: str) -> Iterator[Batch]:
@@ -380,9 +388,3 @@ def _labelled(batches: Iterator[Batch], label: str) -> Iterator[Batch]:
         if batch is None:
             return
         yield batch
-
-
-def _progress(total: int, description: str, enabled: bool):  # noqa: ANN202 (tqdm type)
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="batch", disable=not enabled, leave=False, dynamic_ncols=True)

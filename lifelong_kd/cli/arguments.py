@@ -24,7 +24,7 @@ from lifelong_kd.cli.values import toml_type_name, value_kind
 from lifelong_kd.config import RunConfig, field_names
 
 # Namespace attributes that are not RunConfig fields.
-NOT_FIELDS = ("command", "config_file")
+NOT_FIELDS = ("command", "config_file", "verbose")
 # Prefix of the namespace attributes holding strategy options (as typed on the command line).
 OPTION_PREFIX = "opt_"
 
@@ -107,7 +107,7 @@ def _add_output_arguments(add: Any) -> None:
     add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last finished experience")
     add("--overwrite", action=argparse.BooleanOptionalAction, help="replace a finished run in --out (a new run; --resume continues one)")
     add("--tensorboard", action=argparse.BooleanOptionalAction, help="write TensorBoard event files (default on)")
-    add("--quiet", action=argparse.BooleanOptionalAction, help="no progress bar and no banner")
+    add("--quiet", action=argparse.BooleanOptionalAction, help="no banner and no progress (bar, or lines every 30 s without a terminal); results and errors stay")
 
 
 def _add_compression_arguments(add: Any) -> None:
@@ -163,6 +163,8 @@ def make_parser() -> argparse.ArgumentParser:
     report_parser.add_argument("runs", nargs="+", help="run folders (holding results.json)")
     parser.commands = commands.choices
     return parser
+    for command in (run_parser, list_parser, report_parser):
+        command.add_argument("-v", "--verbose", action="count", help="also print debug messages")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -254,7 +256,13 @@ def typed_options(config: RunConfig, from_file: Mapping[str, Any], from_flags: M
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults <- config file <- explicit flags; unknown config keys and wrong types are errors."""
+    """Defaults <- (with ``--resume``: the run folder's saved config) <- config file <- explicit flags.
+
+    Every ``run`` flag's default is None, so the options given explicitly (on the command line
+    or in ``--config``) are known: when resuming, the others are taken from the folder's saved
+    configuration (:func:`restored_values`), and the explicit ones are compared with it by
+    the loop's resume check. Unknown config keys and wrong types are errors.
+    """
     values, file_options = read_config_file(args.config_file) if args.config_file else ({}, {})
     flag_options: dict[str, str] = {}
     for key, value in vars(args).items():
@@ -265,4 +273,56 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         else:
             values[key] = value
     config = replace(RunConfig(), **values)
-    return replace(config, strategy_options=typed_options(config, file_options, flag_options, args.config_file))
+    options = typed_options(config, file_options, flag_options, args.config_file)
+    if saved is not None and saved.get("strategy") == config.strategy and isinstance(saved.get("strategy_options"), Mapping):
+        options = {**saved["strategy_options"], **options}
+    return replace(config, strategy_options=options)
+
+
+def saved_record(out: str) -> dict[str, Any] | None:
+    """The configuration saved in run folder ``out`` (``results.json`` ``config``, else the checkpoint's ``record``).
+
+    None when the folder holds neither (resuming it then fails with the run folder's own
+    message, e.g. that there is nothing to resume).
+    """
+    import json
+
+    from lifelong_kd.run_folder import CHECKPOINT, RESULTS, RunFolder, RunFolderError
+
+    folder = Path(out)
+    try:
+        record = json.loads((folder / RESULTS).read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        record = None
+    if not isinstance(record, dict) and (folder / CHECKPOINT).is_file():
+        try:
+            record = RunFolder(folder).load_checkpoint().get("record")
+        except RunFolderError:
+            record = None
+    return record if isinstance(record, dict) else None
+
+
+def restored_values(saved: Mapping[str, Any], out: str) -> dict[str, Any]:
+    """RunConfig values of a saved configuration, type-checked like a config file's.
+
+    Options that do not change the numbers (:data:`lifelong_kd.pipeline.VOLATILE_KEYS`: ``--out``,
+    ``--quiet``, ``--device``, ...) keep their defaults, except ``tensorboard`` (a resumed run
+    keeps writing what it wrote); strategy options are merged by :func:`config_from_args`.
+
+    Raises:
+        UsageError: A saved value has the wrong type (the folder's files were edited or damaged).
+    """
+    from lifelong_kd.pipeline import VOLATILE_KEYS
+
+    hints = typing.get_type_hints(RunConfig)
+    restored: dict[str, Any] = {}
+    for key in field_names():
+        if key not in saved or (key in VOLATILE_KEYS and key != "tensorboard"):
+            continue
+        value = saved[key]
+        where = f"The saved configuration of {out}: key {key!r} (give --{key.replace('_', '-')} explicitly)"
+        restored[key] = None if value is None else _convert(value_kind(hints[key]), value, where)
+    return restored
+    saved = saved_record(values["out"]) if values.get("resume") and values.get("out") else None
+    if saved is not None:
+        values = {**restored_values(saved, values["out"]), **values}

@@ -17,6 +17,7 @@ from lifelong_kd import distributed
 from lifelong_kd.cli.errors import UsageError
 from lifelong_kd.cli.options import check_accepted, strategy_parameters
 from lifelong_kd.config import RunConfig
+from lifelong_kd.logs import progress_logger
 from lifelong_kd.strategies import BiC, Compress, DER, DERpp, ER, EWC, Finetune, ICaRL, Joint, LUCIR, LwF, MultiTeacher
 from lifelong_kd.strategies.base import Strategy
 
@@ -106,17 +107,23 @@ def execute(config: RunConfig) -> dict[str, Any]:
     strategy = build_strategy(config.strategy, config.strategy_options)
     stream = build_stream(config.benchmark, config.stream_options())
     strategy.check_stream(stream)
-    config = resolve(config, stream)
+    config = replace(resolve(config, stream), strategy_options=filled_options(config.strategy, strategy))
     trainer = make_trainer(config)
     model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
     evaluator = Evaluator(**evaluator_options(config, stream))
     if not config.quiet and distributed.is_main():  # one banner, from rank 0, under torchrun
-        print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
-              f"{config.model} ({sum(p.numel() for p in model.parameters()):,} parameters); run folder {config.out}", flush=True)
+        progress_logger.info(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
+                             f"{config.model} ({sum(p.numel() for p in model.parameters()):,} parameters); run folder {config.out}")
     return pipeline.run(
         stream, model, strategy, evaluator, run_loggers(Path(config.out), config, figures=True), config.train_config(),
         config.out, config.resume, config.record(), overwrite=config.overwrite, trainer=trainer,
     )
+
+
+def filled_options(name: str, strategy: Strategy) -> dict[str, Any]:
+    """Every option of strategy ``name`` as it runs: those given and the defaults of the others (recorded, and in TensorBoard's HParams)."""
+    accepted = strategy_parameters(name, STRATEGIES[name])
+    return {option: value for option, value in strategy.options().items() if option in accepted}
 
 
 def make_trainer(config: RunConfig) -> Any:
@@ -187,8 +194,8 @@ def execute_compression(config: RunConfig) -> dict[str, Any]:
     )
     if not config.quiet and distributed.is_main():
         sizes = " vs ".join(f"{sum(p.numel() for p in m.parameters()):,}" for m in (teacher, student))
-        print(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences): teacher {config.teacher or config.model} "
-              f"({config.strategy if teacher_strategy else 'loaded'}) -> student {config.student}, {sizes} parameters; run folder {out}", flush=True)
+        progress_logger.info(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences): teacher {config.teacher or config.model} "
+                             f"({config.strategy if teacher_strategy else 'loaded'}) -> student {config.student}, {sizes} parameters; run folder {out}")
     return pipeline.run_members(
         stream, members, config.train_config(), out, config.resume, config.record(), overwrite=config.overwrite, primary="student"
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lifelong_kd.cli.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = {
     "model": ("model", "{}"),
@@ -162,8 +164,8 @@ def command_report(args: argparse.Namespace) -> int:
     """``lifelong-kd report RUN_DIR...``: finished runs side by side; unfinished folders are noted on stderr."""
     rows, notes = report_rows(args.runs)
     for note in notes:
-        print(f"lifelong-kd: note: {note}", file=sys.stderr)
+        log.warning(f"note: {note}")
     if not rows:
         raise UsageError(f"None of the {len(args.runs)} folder(s) given holds a finished run; wait for them to finish or resume them.")
-    print(format_rows(rows))
+    log.info(format_rows(rows))
     return 0
