@@ -7,7 +7,11 @@ The only module that imports ``SummaryWriter``. Tags:
 * ``robustness/{mean_corrupted_accuracy, relative_robustness, corrupted_forgetting, clean_accuracy}``
   and ``robustness/corruption/{name}``;
 * ``compression/{ratio name}`` and ``compression/{parameters, state_bytes, ...}``;
-* figures ``accuracy_matrix`` and ``robustness_grid``; text ``config``; hparams at close.
+* figures ``accuracy_matrix`` and ``robustness_grid``; text ``config``; hparams at close:
+  the config's settings that change the numbers (:func:`hparams`), with the strategy options
+  flattened (``temperature``, ``alpha``, ...);
+* ``train/loss``: the mean training loss every few iterations, stepped by the global iteration,
+  in the sub-run ``tensorboard/train`` (its own purge step, so a resumed run shows each point once).
 """
 
 from __future__ import annotations
@@ -26,6 +30,33 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _hparam(value: Any) -> bool | int | float | str | None:
+    """A value as the HParams plugin takes it: scalars as they are, lists of scalars as ``1,2,3``, else None."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return ",".join(str(v) for v in value)
+    return None
+
+
+def hparams(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """The run's hyperparameters for TensorBoard's HParams table.
+
+    The config's keys without those that do not change the numbers
+    (:data:`lifelong_kd.pipeline.VOLATILE_KEYS`: ``out``, ``quiet``, ``resume``, ...), and the
+    strategy options (``strategy_options``) flattened into it (``temperature``, ``alpha``, ...).
+    Lists become ``1,2,3``; None and nested values are left out.
+    """
+    from lifelong_kd.pipeline import VOLATILE_KEYS
+
+    flat = {key: value for key, value in config.items() if key not in VOLATILE_KEYS}
+    options = config.get("strategy_options")
+    if isinstance(options, Mapping):
+        flat.update({str(name): value for name, value in options.items() if name not in flat})
+    converted = {key: _hparam(value) for key, value in flat.items()}
+    return {key: value for key, value in converted.items() if value is not None}
+
+
 class TensorBoardLogger:
     """Writes event files under ``<folder>/tensorboard``.
 
@@ -38,6 +69,7 @@ class TensorBoardLogger:
         self.folder = Path(folder)
         self.figures = figures
         self.writer_ = None
+        self.train_writer_ = None
         self.first_step_ = 0
         self.config_: dict[str, Any] = {}
         self.last_: EvalReport | None = None
@@ -81,12 +113,33 @@ class TensorBoardLogger:
             self._scalars("compression", report.compression.get("ratios", {}), step)
             self._scalars("compression/model", report.compression.get("model", {}), step)
         self._scalars("timing", {"eval_seconds": report.eval_seconds}, step)
+        self._loss_curve(report.extra.get("training"))
         if self.figures:
             self._writer().add_figure("accuracy_matrix", accuracy_matrix_figure(report.accuracy_matrix), step)
             if report.robustness:
                 self._writer().add_figure("robustness_grid", robustness_figure(report.robustness, step), step)
         self._writer().flush()
         self.last_ = report
+
+    def _loss_curve(self, training: Mapping[str, Any] | None) -> None:
+        """``train/loss`` at each point's global iteration, in the sub-run ``train``.
+
+        Its writer is made at the first report with a loss curve, purging from that report's
+        first iteration: on resume that is the re-sent last finished experience, so its points
+        (and anything an interrupted run logged after them) are replaced, the earlier ones kept.
+        """
+        points = (training or {}).get("loss_curve") or []
+        if not points:
+            return
+        if self.train_writer_ is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            first = int(training.get("first_iteration") or points[0][0])
+            self.train_writer_ = SummaryWriter(log_dir=str(self.log_dir / "train"), purge_step=first)
+        for iteration, loss in points:
+            if _finite(loss):
+                self.train_writer_.add_scalar("train/loss", loss, int(iteration))
+        self.train_writer_.flush()
 
     def close(self) -> None:
         """Write hparams with the final metrics (once the stream is finished), then close the writer.
@@ -95,11 +148,13 @@ class TensorBoardLogger:
         purge replaces them like any other event of that step.
         """
         if self.last_ is not None and self.last_.step == len(self.last_.accuracy) - 1:
-            hparams = {k: v for k, v in self.config_.items() if isinstance(v, (int, float, str, bool))}
             final = {f"final/{k}": v for k, v in self.last_.metrics.items() if _finite(v)}
             if self.last_.robustness and _finite(self.last_.robustness.get("relative_robustness")):
                 final["final/relative_robustness"] = self.last_.robustness["relative_robustness"]
-            self._writer().add_hparams(hparams, final, run_name=".", global_step=self.last_.step)
+            self._writer().add_hparams(hparams(self.config_), final, run_name=".", global_step=self.last_.step)
         if self.writer_ is not None:
             self.writer_.close()
             self.writer_ = None
+        if self.train_writer_ is not None:
+            self.train_writer_.close()
+            self.train_writer_ = None
