@@ -17,6 +17,7 @@ of ``docs/results.md``; ``--quick`` is the minutes-long smoke run used in CI):
 * ``shifts-speed``: seconds per corruption on 10k-image batches
 * ``ewc-fisher``: EWC's Fisher, the linear-layer matmul path against per-sample gradients
 * ``layout-and-batch``: inference batch sizes and channels-last vs NCHW convolutions
+* ``class-il``: Buzzega et al. 2020 (DER) Table 2 on split-MNIST and split-CIFAR-10: ER, DER, DER++, iCaRL, LUCIR, BiC, buffers 200/500; buffer-size sweep
 * ``profile``: full permuted-MNIST and split-CIFAR-10 runs against their hardware floors, phase by phase, before/after the fast path
 
 Extra arguments are passed to the suite's script unchanged.
@@ -44,6 +45,7 @@ SUITES = MappingProxyType(
         "profile": ["profile_runs.py"],
         "ewc-fisher": ["ewc_fisher_speed.py"],
         "layout-and-batch": ["layout_and_batch.py"],
+        "class-il": ["class_il.py"],
     }
 )
 
