@@ -161,10 +161,10 @@ def make_parser() -> argparse.ArgumentParser:
     list_parser.add_argument("--options", action="store_true", help="print the strategy options as a Markdown table (type, strategies, defaults)")
     report_parser = commands.add_parser("report", help="compare finished runs side by side")
     report_parser.add_argument("runs", nargs="+", help="run folders (holding results.json)")
-    parser.commands = commands.choices
-    return parser
     for command in (run_parser, list_parser, report_parser):
         command.add_argument("-v", "--verbose", action="count", help="also print debug messages")
+    parser.commands = commands.choices
+    return parser
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -272,6 +272,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             flag_options[key[len(OPTION_PREFIX) :]] = value
         else:
             values[key] = value
+    saved = saved_record(values["out"]) if values.get("resume") and values.get("out") else None
+    if saved is not None:
+        values = {**restored_values(saved, values["out"]), **values}
     config = replace(RunConfig(), **values)
     options = typed_options(config, file_options, flag_options, args.config_file)
     if saved is not None and saved.get("strategy") == config.strategy and isinstance(saved.get("strategy_options"), Mapping):
@@ -323,6 +326,3 @@ def restored_values(saved: Mapping[str, Any], out: str) -> dict[str, Any]:
         where = f"The saved configuration of {out}: key {key!r} (give --{key.replace('_', '-')} explicitly)"
         restored[key] = None if value is None else _convert(value_kind(hints[key]), value, where)
     return restored
-    saved = saved_record(values["out"]) if values.get("resume") and values.get("out") else None
-    if saved is not None:
-        values = {**restored_values(saved, values["out"]), **values}
