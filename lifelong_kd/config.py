@@ -57,6 +57,8 @@ class RunConfig:
     shifts: str = "default"  # robustness suite: "default", "none", "all" or "name,name,..."
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # all five levels, as in CIFAR-10-C / MNIST-C
     robustness_samples: int | None = 256  # test samples per experience under each corruption
+    instruments: bool = True  # per-class accuracy and forgetting, confusion matrix, negative flips (from the evaluation's own predictions)
+    drift_samples: int | None = 512  # probe samples of representation drift (linear CKA between snapshots); 0: off
     reference_model: str | None = None  # run folder of a reference (teacher) for compression ratios
     tensorboard: bool = True
     student: str | None = None  # lifelong compression: small model spec (e.g. mlp:100,100) distilled from --model

@@ -47,7 +47,8 @@ LOCK = ".lock"
 MODELS = "models"
 FORMAT = "lifelong_kd.run/1"
 # Files and folders a run writes; what --overwrite removes, and what marks a folder as holding a run.
-RUN_FILES = (CHECKPOINT, RESULTS, METRICS, "tensorboard", MODELS, "accuracy_matrix.png", "forgetting_curves.png", "robustness.png")
+RUN_FILES = (CHECKPOINT, RESULTS, METRICS, "tensorboard", MODELS, "accuracy_matrix.png", "forgetting_curves.png", "robustness.png",
+             "confusion_matrix.png", "per_class_accuracy.png", "representation_drift.png", "stability_curve.png")
 
 
 class RunFolderError(RuntimeError):
@@ -299,6 +300,8 @@ def section(record: Mapping[str, Any], log: MemberLog, extra: Mapping[str, Any] 
             "initial_accuracy": last.get("initial_accuracy"),
             "robustness": last.get("robustness"),
             "compression": last.get("compression"),
+            # Optional measurements of the last report (per-class accuracy, drift, flips; the stability gap).
+            **{key: last[key] for key in ("instruments", "stability") if last.get(key) is not None},
             **dict(extra or {}),
             "reports": log.reports,
             "timing": {

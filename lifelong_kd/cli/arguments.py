@@ -103,6 +103,8 @@ def _add_output_arguments(add: Any) -> None:
     add("--severities", type=field_kind("severities"), help="corruption severities, e.g. 1,3,5 (default 1,2,3,4,5)")
     add("--robustness-samples", type=field_kind("robustness_samples"), help="test samples per experience under each corruption (default 256)")
     add("--reference-model", help="run folder of a reference (teacher) model for compression ratios")
+    add("--instruments", action=argparse.BooleanOptionalAction, help="per-class accuracy and forgetting, confusion matrix, negative flips (default on)")
+    add("--drift-samples", type=field_kind("drift_samples"), help="probe samples of representation drift, linear CKA between snapshots (default 512; 0: off)")
     add("--out", help="run folder (default runs/<benchmark>-<scenario>-<strategy>-s<seed>-<time>)")
     add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last finished experience")
     add("--overwrite", action=argparse.BooleanOptionalAction, help="replace a finished run in --out (a new run; --resume continues one)")

@@ -243,6 +243,8 @@ def evaluator_options(config: RunConfig, stream: Any) -> dict[str, Any]:
         reference, reference_accuracy = load_reference(config.reference_model, stream)
     if config.robustness_samples is not None and config.robustness_samples < 1:
         raise UsageError(f"robustness_samples must be positive, got {config.robustness_samples}.")
+    if config.drift_samples is not None and config.drift_samples < 0:
+        raise UsageError(f"--drift-samples must be 0 (off) or a positive number of probe samples, got {config.drift_samples}.")
     return {
         "batch_size": config.eval_batch_size,
         "shifts": parse_shifts(config.shifts),
@@ -251,4 +253,6 @@ def evaluator_options(config: RunConfig, stream: Any) -> dict[str, Any]:
         "reference": reference,
         "reference_accuracy": reference_accuracy,
         "seed": config.seed,
+        "instruments": config.instruments,
+        "drift_samples": config.drift_samples,
     }

@@ -25,6 +25,7 @@ from lifelong_kd import distributed
 from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation import compression, metrics
 from lifelong_kd.evaluation.compression import CompressionStats
+from lifelong_kd.evaluation.instruments import InstrumentTracker
 from lifelong_kd.evaluation.report import EvalReport
 from lifelong_kd.evaluation.robustness import RobustnessProbe
 from lifelong_kd.models import inference_batch_size
@@ -61,6 +62,19 @@ def accuracy(model: nn.Module, experience: Experience, batch_size: int = 1024) -
     return correct_predictions(model, experience, batch_size) / max(len(experience.test), 1)
 
 
+@torch.inference_mode()
+def predictions(model: nn.Module, experience: Experience, batch_size: int = 1024, rows: slice | None = None) -> torch.Tensor:
+    """Predicted labels of the test samples ``rows`` (None: all) of ``experience`` (its own head in the task scenario), on the CPU."""
+    test = experience.test
+    rows = rows if rows is not None else slice(0, len(test))
+    device, predicted = distributed.module_device(model), [torch.zeros(0, dtype=torch.long)]
+    with eval_mode(model):
+        for start in range(rows.start, rows.stop, batch_size):
+            inputs = distributed.to_device(test.x[start : min(start + batch_size, rows.stop)], device)
+            predicted.append(model(experience.transform(inputs), experience.task_id).argmax(1).cpu())
+    return torch.cat(predicted)
+
+
 class Evaluator:
     """Evaluates a model on every experience of a stream after each training step.
 
@@ -84,6 +98,10 @@ class Evaluator:
         probe: The corrupted test sets to evaluate on (several evaluators of one run share
             one probe, so the sets are built once); None builds one from ``shifts``,
             ``severities``, ``robustness_samples`` and ``seed`` when ``shifts`` is not empty.
+        instruments: Per-class accuracy and forgetting, the confusion matrix and negative
+            flips, from the predictions the accuracy row is computed from (no extra pass).
+        drift_samples: Probe samples of representation drift (linear CKA of the penultimate
+            features between snapshots; one small extra forward pass); 0 or None: off.
     """
 
     def __init__(
@@ -100,6 +118,8 @@ class Evaluator:
         model_stats: CompressionStats | None = None,
         reference_stats: CompressionStats | None = None,
         probe: RobustnessProbe | None = None,
+        instruments: bool = True,
+        drift_samples: int | None = 512,
     ) -> None:
         self.batch_size = batch_size
         self.forgetting_definition = forgetting_definition
@@ -117,6 +137,9 @@ class Evaluator:
         self.initial_: list[float] | None = None
         self.compression_stats_: dict[str, Any] | None = None
         self.probe = probe
+        self.instruments = instruments
+        self.drift_samples = drift_samples if instruments else None
+        self.tracker_ = InstrumentTracker(self.drift_samples, seed, forgetting_definition) if instruments else None
         if probe is None and self.shifts:
             self.probe = RobustnessProbe(self.shifts, self.severities, robustness_samples, seed, batch_size)
 
@@ -126,6 +149,11 @@ class Evaluator:
         counts = torch.tensor([correct_predictions(model, e, batch_size, distributed.shard(len(e.test))) for e in stream])
         counts = distributed.all_reduce_sum(counts).tolist()
         return [count / max(len(experience.test), 1) for count, experience in zip(counts, stream, strict=True)]
+
+    def predict(self, model: nn.Module, stream: Stream) -> list[torch.Tensor]:
+        """Predicted labels on every experience's whole test set (each process predicts its part; the parts are gathered)."""
+        batch_size = self.batch_size or inference_batch_size(model, stream.input_shape)
+        return [distributed.all_gather_rows(predictions(model, e, batch_size, distributed.shard(len(e.test))), len(e.test)) for e in stream]
 
     def measure_initial(self, model: nn.Module, stream: Stream) -> None:
         """Record a randomly initialised model's accuracy per experience (the FWT baseline)."""
@@ -144,8 +172,13 @@ class Evaluator:
         start = time.perf_counter()
         with eval_mode(model):
             with record_function("lkd.evaluate.clean"):
-                self.rows_ = self.rows_[:step] + [self.row(model, stream)]
+                predicted = self.predict(model, stream) if self.tracker_ is not None else None
+                row = self.row(model, stream) if predicted is None else [float((p == e.test.y).sum()) / max(len(e.test), 1) for p, e in zip(predicted, stream)]
+                self.rows_ = self.rows_[:step] + [row]
             summary = metrics.summarize(self.rows_, self.initial_, self.forgetting_definition)
+            with record_function("lkd.evaluate.instruments"):
+                batch_size = self.batch_size or inference_batch_size(model, stream.input_shape)
+                instruments = self.tracker_.update(model, stream, step, predicted, batch_size) if self.tracker_ is not None else None
             with record_function("lkd.evaluate.robustness"):
                 robustness = self._robustness(model, stream, step)
             with record_function("lkd.evaluate.compression"):
@@ -158,6 +191,7 @@ class Evaluator:
             robustness=robustness,
             compression=sizes,
             eval_seconds=time.perf_counter() - start,
+            instruments=instruments,
         )
 
     def _robustness(self, model: nn.Module, stream: Stream, step: int) -> dict[str, Any] | None:
@@ -204,17 +238,24 @@ class Evaluator:
             "seed": self.seed,
             "compression": self.compression,
             "reference": self.reference is not None,
+            "instruments": self.instruments,
+            "drift_samples": self.drift_samples,
         }
 
     def state_dict(self) -> dict[str, Any]:
         """Rows measured so far and the initial accuracies."""
-        return {"rows": [list(r) for r in self.rows_], "corrupted_rows": [list(r) for r in self.corrupted_rows_], "initial": self.initial_}
+        state = {"rows": [list(r) for r in self.rows_], "corrupted_rows": [list(r) for r in self.corrupted_rows_], "initial": self.initial_}
+        if self.tracker_ is not None:
+            state["instruments"] = self.tracker_.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.rows_ = [list(r) for r in state["rows"]]
         self.corrupted_rows_ = [list(r) for r in state.get("corrupted_rows", [])]
         self.initial_ = state["initial"]
+        if self.tracker_ is not None:
+            self.tracker_.load_state_dict(state.get("instruments", {}))
 
 
 def _stats_dict(stats: Any) -> dict[str, Any]:

@@ -32,6 +32,11 @@ class EvalReport:
         robustness: Accuracy under corruptions, or None when no shift suite is run.
         compression: Size/speed of the evaluated model and ratios to a reference, or None.
         eval_seconds: Wall time of this evaluation.
+        instruments: Per-class accuracy and forgetting, confusion matrix, negative flips and
+            representation drift (:mod:`lifelong_kd.evaluation.instruments`), or None.
+        continual: The continual-evaluation curve so far (accuracy on the probe subsets every
+            K iterations, :mod:`lifelong_kd.evaluation.continual`), or None.
+        stability: The stability-gap metrics of that curve (min-ACC, WC-ACC, WF^w), or None.
     """
 
     step: int
@@ -41,6 +46,9 @@ class EvalReport:
     robustness: Mapping[str, Any] | None = None
     compression: Mapping[str, Any] | None = None
     eval_seconds: float = 0.0
+    instruments: Mapping[str, Any] | None = None
+    continual: Mapping[str, Any] | None = None
+    stability: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,14 +67,19 @@ class EvalReport:
                 "robustness": self.robustness,
                 "compression": self.compression,
                 "eval_seconds": self.eval_seconds,
+                **{name: value for name, value in self.optional_parts().items() if value is not None},
                 **dict(self.extra),
             }
         )
 
+    def optional_parts(self) -> dict[str, Mapping[str, Any] | None]:
+        """The optional measurements (written to the dict only when measured)."""
+        return {"instruments": self.instruments, "continual": self.continual, "stability": self.stability}
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
         """The report :meth:`to_dict` gave (fields not of the dataclass go to ``extra``)."""
-        names = {"step", "accuracy_matrix", "metrics", "initial_accuracy", "robustness", "compression", "eval_seconds"}
+        names = {"step", "accuracy_matrix", "metrics", "initial_accuracy", "robustness", "compression", "eval_seconds", "instruments", "continual", "stability"}
         matrix = tuple(tuple(float("nan") if v is None else v for v in row) for row in data["accuracy_matrix"])
         initial = data.get("initial_accuracy")
         return cls(
@@ -77,5 +90,8 @@ class EvalReport:
             robustness=data.get("robustness"),
             compression=data.get("compression"),
             eval_seconds=float(data.get("eval_seconds") or 0.0),
+            instruments=data.get("instruments"),
+            continual=data.get("continual"),
+            stability=data.get("stability"),
             extra={k: v for k, v in data.items() if k not in names},
         )

@@ -1,4 +1,4 @@
-"""Figures: heatmaps of the accuracy matrix and the robustness grid, forgetting curves, and a PNG logger."""
+"""Figures: heatmaps of the accuracy matrix, the robustness grid, the confusion matrix, per-class accuracy and representation drift; forgetting curves; and a PNG logger."""
 
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ def _pyplot():  # noqa: ANN202 (matplotlib module)
     return plt
 
 
-def heatmap(values: Sequence[Sequence[float | None]], rows: Sequence[str], columns: Sequence[str], title: str, xlabel: str, ylabel: str):  # noqa: ANN201
-    """A matplotlib figure of a matrix of fractions, annotated in percent."""
+def heatmap(
+    values: Sequence[Sequence[float | None]], rows: Sequence[str], columns: Sequence[str], title: str, xlabel: str, ylabel: str,
+    colorbar_label: str = "accuracy (%)", annotate: bool = True,
+):  # noqa: ANN201
+    """A matplotlib figure of a matrix of fractions, annotated in percent (``annotate=False``: colours only, for large matrices)."""
     plt = _pyplot()
     data = [[float("nan") if v is None else 100 * v for v in row] for row in values]
     figure, axes = plt.subplots(figsize=(3.5 + 0.6 * max(len(columns), 3), 1.5 + 0.45 * max(len(rows), 3)))
@@ -29,11 +32,11 @@ def heatmap(values: Sequence[Sequence[float | None]], rows: Sequence[str], colum
     axes.set_xticks(range(len(columns)), columns)
     axes.set_yticks(range(len(rows)), rows)
     axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    for i, row in enumerate(data):
+    for i, row in enumerate(data if annotate else []):
         for j, value in enumerate(row):
             if value == value:  # not NaN
                 axes.text(j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black", fontsize=8)
-    figure.colorbar(image, ax=axes, label="accuracy (%)")
+    figure.colorbar(image, ax=axes, label=colorbar_label)
     figure.tight_layout()
     return figure
 
@@ -105,6 +108,33 @@ def robustness_figure(robustness: Mapping[str, Any], step: int):  # noqa: ANN201
     return heatmap(values, list(grid), [str(s) for s in severities], "Accuracy under corruption", "severity", "corruption")
 
 
+# Largest matrix whose cells are annotated with their value (larger ones are colours only).
+ANNOTATED_CELLS = 20
+
+
+def confusion_matrix_figure(counts: Sequence[Sequence[int]], names: Sequence[str], step: int):  # noqa: ANN201
+    """Row-normalised confusion matrix over output units (rows: true, columns: predicted), on the experiences seen."""
+    fractions = [[value / sum(row) if sum(row) else None for value in row] for row in counts]
+    labels = [names[k] if k < len(names) else str(k) for k in range(len(counts))]
+    title = f"Confusion matrix after E{step} (share of each true class)"
+    return heatmap(fractions, labels, labels, title, "predicted", "true", "share of the row (%)", annotate=len(counts) <= ANNOTATED_CELLS)
+
+
+def per_class_accuracy_figure(per_class: Sequence[Sequence[float | None]], classes: Sequence[Sequence[int]], step: int):  # noqa: ANN201
+    """Accuracy on each class (columns: position in the experience) of each experience (rows), after experience ``step``."""
+    width = max((len(row) for row in per_class), default=0)
+    values = [list(row) + [None] * (width - len(row)) for row in per_class]
+    rows = [f"E{j} ({','.join(str(c) for c in classes[j])})" for j in range(len(per_class))]
+    title = f"Per-class accuracy after E{step}"
+    return heatmap(values, rows, [f"class {i}" for i in range(width)], title, "class of the experience", "experience", annotate=width <= ANNOTATED_CELLS)
+
+
+def drift_figure(cka_matrix: Sequence[Sequence[float | None]]):  # noqa: ANN201
+    """Linear CKA between the penultimate features of the snapshots after each experience (1: same representation)."""
+    names = [f"E{i}" for i in range(len(cka_matrix))]
+    return heatmap(cka_matrix, names, names, "Representation drift (linear CKA)", "snapshot after", "snapshot after", "CKA (%)")
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -118,7 +148,8 @@ def figure_png(figure: Any) -> bytes:
 
 
 class FigureLogger:
-    """Writes ``accuracy_matrix.png``, ``forgetting_curves.png`` (and ``robustness.png``) into the run folder after each report."""
+    """Writes ``accuracy_matrix.png``, ``forgetting_curves.png`` (and ``robustness.png``; with the instruments,
+    ``confusion_matrix.png``, ``per_class_accuracy.png``, ``representation_drift.png``) into the run folder after each report."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -132,6 +163,14 @@ class FigureLogger:
         write_atomic(self.folder / "forgetting_curves.png", figure_png(forgetting_curves_figure(report.accuracy_matrix)))
         if report.robustness:
             write_atomic(self.folder / "robustness.png", figure_png(robustness_figure(report.robustness, report.step)))
+        instruments = report.instruments
+        if instruments:
+            confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], report.step)
+            write_atomic(self.folder / "confusion_matrix.png", figure_png(confusion))
+            per_class = per_class_accuracy_figure(instruments["per_class_accuracy"], instruments["classes"], report.step)
+            write_atomic(self.folder / "per_class_accuracy.png", figure_png(per_class))
+            if instruments.get("drift"):
+                write_atomic(self.folder / "representation_drift.png", figure_png(drift_figure(instruments["drift"]["cka_matrix"])))
 
     def close(self) -> None:
         """Nothing is held open."""

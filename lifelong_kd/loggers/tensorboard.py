@@ -7,7 +7,10 @@ The only module that imports ``SummaryWriter``. Tags:
 * ``robustness/{mean_corrupted_accuracy, relative_robustness, corrupted_forgetting, clean_accuracy}``
   and ``robustness/corruption/{name}``;
 * ``compression/{ratio name}`` and ``compression/{parameters, state_bytes, ...}``;
-* figures ``accuracy_matrix`` and ``robustness_grid``; text ``config``; hparams at close:
+* ``instruments/{class_forgetting, negative_flip_rate, cka_previous, cka_first}`` and
+  ``per_class_accuracy/experience_{j}/class_{i}`` (position ``i`` in the experience's classes);
+* figures ``accuracy_matrix`` and ``robustness_grid``, and after the last experience
+  ``confusion_matrix`` and ``representation_drift``; text ``config``; hparams at close:
   the config's settings that change the numbers (:func:`hparams`), with the strategy options
   flattened (``temperature``, ``alpha``, ...);
 * ``train/loss``: the mean training loss every few iterations, stepped by the global iteration,
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong_kd.evaluation.report import EvalReport, json_safe
-from lifelong_kd.loggers.figures import accuracy_matrix_figure, robustness_figure
+from lifelong_kd.loggers.figures import accuracy_matrix_figure, confusion_matrix_figure, drift_figure, robustness_figure
 
 
 def _finite(value: Any) -> bool:
@@ -114,12 +117,28 @@ class TensorBoardLogger:
             self._scalars("compression/model", report.compression.get("model", {}), step)
         self._scalars("timing", {"eval_seconds": report.eval_seconds}, step)
         self._loss_curve(report.extra.get("training"))
+        if report.instruments:
+            self._instruments(report.instruments, step, last=step == len(report.accuracy) - 1)
         if self.figures:
             self._writer().add_figure("accuracy_matrix", accuracy_matrix_figure(report.accuracy_matrix), step)
             if report.robustness:
                 self._writer().add_figure("robustness_grid", robustness_figure(report.robustness, step), step)
         self._writer().flush()
         self.last_ = report
+
+    def _instruments(self, instruments: Mapping[str, Any], step: int, last: bool) -> None:
+        """Per-class accuracy, class forgetting, negative flips and drift; the confusion and drift heatmaps after the last experience."""
+        drift = instruments.get("drift") or {}
+        flips = instruments.get("negative_flips") or {}
+        headline = {"class_forgetting": instruments.get("class_forgetting"), "negative_flip_rate": flips.get("rate")}
+        self._scalars("instruments", {**headline, "cka_previous": drift.get("cka_previous"), "cka_first": drift.get("cka_first")}, step)
+        for j, row in enumerate(instruments.get("per_class_accuracy", [])):
+            self._scalars(f"per_class_accuracy/experience_{j}", {f"class_{i}": value for i, value in enumerate(row)}, step)
+        if self.figures and last:
+            confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], step)
+            self._writer().add_figure("confusion_matrix", confusion, step)
+            if drift:
+                self._writer().add_figure("representation_drift", drift_figure(drift["cka_matrix"]), step)
 
     def _loss_curve(self, training: Mapping[str, Any] | None) -> None:
         """``train/loss`` at each point's global iteration, in the sub-run ``train``.
