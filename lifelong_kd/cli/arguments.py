@@ -22,6 +22,7 @@ from lifelong_kd.cli.errors import UsageError
 from lifelong_kd.cli.options import Parameter, all_options, flag, help_text, strategy_parameters
 from lifelong_kd.cli.values import toml_type_name, value_kind
 from lifelong_kd.config import RunConfig, field_names
+from lifelong_kd.logs import progress_logger
 
 # Namespace attributes that are not RunConfig fields.
 NOT_FIELDS = ("command", "config_file", "verbose")
@@ -276,7 +277,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             values[key] = value
     saved = saved_record(values["out"]) if values.get("resume") and values.get("out") else None
     if saved is not None:
-        values = {**restored_values(saved, values["out"]), **values}
+        restored = restored_values(saved, values["out"])
+        progress_logger.info(f"resuming {values['out']}: options not given are taken from its saved configuration ({len(set(restored) - set(values))} of them)")
+        values = {**restored, **values}
     config = replace(RunConfig(), **values)
     options = typed_options(config, file_options, flag_options, args.config_file)
     if saved is not None and saved.get("strategy") == config.strategy and isinstance(saved.get("strategy_options"), Mapping):

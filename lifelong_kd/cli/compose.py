@@ -6,6 +6,8 @@ command line derives each strategy's options from it (:mod:`lifelong_kd.cli.opti
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -20,6 +22,8 @@ from lifelong_kd.config import RunConfig
 from lifelong_kd.logs import progress_logger
 from lifelong_kd.strategies import BiC, Compress, DER, DERpp, ER, EWC, Finetune, ICaRL, Joint, LUCIR, LwF, MultiTeacher
 from lifelong_kd.strategies.base import Strategy
+
+log = logging.getLogger(__name__)
 
 STRATEGIES: MappingProxyType[str, type[Strategy]] = MappingProxyType(
     {
@@ -108,6 +112,7 @@ def execute(config: RunConfig) -> dict[str, Any]:
     stream = build_stream(config.benchmark, config.stream_options())
     strategy.check_stream(stream)
     config = replace(resolve(config, stream), strategy_options=filled_options(config.strategy, strategy))
+    log.debug("configuration: %s", json.dumps(config.record(), sort_keys=True))
     trainer = make_trainer(config)
     model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
     evaluator = Evaluator(**evaluator_options(config, stream))
