@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results_doc import DEFAULT_DATA, OUTPUT, ROOT, append_jsonl, hardware, markdown_table, mean_std, read_jsonl, write_section  # noqa: E402
+from results_doc import DEFAULT_DATA, DOCUMENTED_DATA_ROOT, OUTPUT, ROOT, append_jsonl, hardware, markdown_table, mean_std, read_jsonl, write_section  # noqa: E402
 
 from lifelong_kd.cli import execute  # noqa: E402
 from lifelong_kd.config import RunConfig  # noqa: E402
@@ -126,7 +126,7 @@ def command(config: RunConfig) -> str:
     parts = [
         f"--benchmark {config.benchmark} --scenario {config.scenario} --n-experiences {config.n_experiences}",
         f"--strategy {config.strategy} --model {config.model} --epochs {config.epochs} --batch-size {config.batch_size}",
-        f"--lr {config.lr}{' --augment' if config.augment else ''} --seed {config.seed} --data-root {config.data_root}",
+        f"--lr {config.lr}{' --augment' if config.augment else ''} --seed {config.seed} --data-root {DOCUMENTED_DATA_ROOT}",
         f"--robustness-samples {config.robustness_samples}",
     ]
     parts += [f"--{key.replace('_', '-')} {value}" for key, value in config.strategy_options.items()]

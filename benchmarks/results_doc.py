@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = ROOT / "docs" / "results.md"
 OUTPUT = ROOT / "benchmarks" / "output"
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
+# How the docs spell the data folder in commands: relative to the repository root (the layout of the
+# reference machines), whatever folder a run actually read; elsewhere pass --data-root DIR or set
+# $LIFELONG_KD_DATA (README, "Real benchmarks").
+DOCUMENTED_DATA_ROOT = "../shared/data"
 
 
 def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:

@@ -121,7 +121,7 @@ def command_line(config) -> str:  # noqa: ANN001
     for key, value in config.strategy_options.items():
         text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
         parts.append(f"--{key.replace('_', '-')} {text}")
-    return " ".join(parts) + " --shifts none --data-root DATA"
+    return " ".join(parts) + " --shifts none --data-root ../shared/data"  # results_doc.DOCUMENTED_DATA_ROOT
 
 
 def make_evaluator():  # noqa: ANN201

@@ -73,3 +73,13 @@ def test_build_model_refuses_a_seed_out_of_range_with_a_clear_message(seed):
 
 def test_seed_everything_is_exported():
     assert lifelong_kd.seed_everything is seed_everything and "seed_everything" in lifelong_kd.__all__
+
+
+def test_documented_commands_name_one_data_folder_and_no_machine_specific_path():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert "/work/" not in text and "/home/" not in text, f"{page.name} names a machine-specific path"
+        roots = {root.strip("`,)\"'") for root in re.findall(r"(?:--data-root[ =]|data_root=|dataset_root=)(\S+)", text)}
+        # the convention (relative to the repository root), a fresh folder for --download, or a placeholder in prose
+        assert roots <= {"../shared/data", "./data", "DIR"}, f"{page.name}: {sorted(roots)}"
