@@ -124,7 +124,8 @@ class Progress:
     def line(self, elapsed: float) -> str:
         """``experience 2/5: 120/400 batches (30%), 2,310 samples/s, ETA 1 min 10 s``."""
         rate = self.done / max(elapsed, 1e-9)
-        parts = [f"{self.description}: {self.done}/{self.total} {self.unit}{'es' if self.unit.endswith('ch') else 's'} ({100 * self.done / max(self.total, 1):.0f}%)"]
+        units = self.unit + ("es" if self.unit.endswith(("ch", "sh", "s", "x")) else "s")
+        parts = [f"{self.description}: {self.done}/{self.total} {units} ({100 * self.done / max(self.total, 1):.0f}%)"]
         if self.samples_per_unit:
             parts.append(f"{rate * self.samples_per_unit:,.0f} samples/s")
         parts.append(f"ETA {duration((self.total - self.done) / rate) if rate > 0 else '?'}")
