@@ -8,10 +8,11 @@ corruptions and evaluation.
 
 **Processes.** ``torchrun --nproc-per-node N -m lifelong_kd run ...`` starts N processes with
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in their environment; :func:`session` starts the
-process group (``nccl`` on CUDA, ``gloo`` on the CPU), gives each process its GPU
-(``cuda:LOCAL_RANK``), and ends the group when the run ends. A program that started a group
-itself keeps it. Every collective below is a no-op in a single process, so the loop, the
-evaluator and the strategies call them unconditionally:
+process group (``nccl`` on CUDA, ``gloo`` on the CPU) and gives each process its GPU
+(``cuda:LOCAL_RANK``). The group then lives as long as the process (ended at exit), so a
+program that runs several runs in one torchrun launch reuses it; a group the program started
+itself is used as it is. Every collective below is a no-op in a single process, so the loop,
+the evaluator and the strategies call them unconditionally:
 
 * data parallelism: :func:`data_parallel` wraps the forward in ``DistributedDataParallel``
   (gradients averaged during the backward pass); :func:`shard_rows` splits each global
@@ -25,6 +26,7 @@ evaluator and the strategies call them unconditionally:
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -213,10 +215,12 @@ def is_main() -> bool:
 
 @contextmanager
 def session(device: str = "auto", deterministic: bool = False) -> Iterator[Placement]:
-    """The process group, device and determinism settings of one run; restored on exit.
+    """The process group, device and determinism settings of one run (determinism restored on exit).
 
     Starts the process group when a launcher asked for several processes (``WORLD_SIZE > 1``)
-    and none is running, and ends it on exit; a group the caller started is used and kept.
+    and none is running; it stays for the process's later runs and ends when the process
+    exits (starting a group again after ending it hangs with torchrun's store). A group the
+    caller started is used as it is.
 
     Args:
         device: See :func:`resolve_device`.
@@ -228,11 +232,11 @@ def session(device: str = "auto", deterministic: bool = False) -> Iterator[Place
     processes = dist.get_world_size() if running else launched_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
     placement_device = resolve_device(device, local_rank, processes)
-    start = processes > 1 and not running
-    if start:
+    if processes > 1 and not running:
         if placement_device.type == "cuda":
             torch.cuda.set_device(placement_device)
         dist.init_process_group("nccl" if placement_device.type == "cuda" else "gloo")
+        atexit.register(_end_group)
     backend = dist.get_backend() if processes > 1 else None
     placement = Placement(placement_device, rank(), processes, backend)
     previous = _set_deterministic(deterministic)
@@ -240,8 +244,12 @@ def session(device: str = "auto", deterministic: bool = False) -> Iterator[Place
         yield placement
     finally:
         _restore_deterministic(previous)
-        if start:
-            dist.destroy_process_group()
+
+
+def _end_group() -> None:
+    """End the process group this module started (at process exit)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _set_deterministic(enabled: bool) -> tuple[bool, bool, bool, bool] | None:
