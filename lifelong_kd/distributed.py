@@ -123,8 +123,9 @@ def check_precision(precision: str, device: torch.device) -> None:
         return
     if device.type == "cpu" and precision == "bf16":
         return
-    fix = "use --precision bf16 or fp32 on the CPU" if device.type == "cpu" else "use --precision fp32"
-    raise DeviceError(f"--precision {precision} does not run on {device.type}: fp16 needs a CUDA device; {fix}.")
+    if device.type == "cpu":
+        raise DeviceError("--precision fp16 needs a CUDA device (float16 autocast with a gradient scaler); on the CPU use --precision bf16 or fp32.")
+    raise DeviceError(f"--precision {precision} does not run on {device.type} here (lifelong_kd runs it in float32); use --precision fp32.")
 
 
 def module_device(module: nn.Module) -> torch.device:
