@@ -59,6 +59,8 @@ class RunConfig:
     robustness_samples: int | None = 256  # test samples per experience under each corruption
     instruments: bool = True  # per-class accuracy and forgetting, confusion matrix, negative flips (from the evaluation's own predictions)
     drift_samples: int | None = 512  # probe samples of representation drift (linear CKA between snapshots); 0: off
+    eval_every: int | None = None  # continual evaluation every K iterations (De Lange et al. 2023 evaluate every one); None: off
+    probe_samples: int | None = 256  # test samples per experience of the continual-evaluation probe (the paper's code: 1,000)
     reference_model: str | None = None  # run folder of a reference (teacher) for compression ratios
     tensorboard: bool = True
     student: str | None = None  # lifelong compression: small model spec (e.g. mlp:100,100) distilled from --model

@@ -172,10 +172,12 @@ class LoopTrainer:
     def check(self, stream: Stream, config: TrainConfig) -> None:
         """Every setting runs."""
 
-    def train(self, model: nn.Module, strategy: Strategy, stream: Stream, experience: Experience, config: TrainConfig) -> dict[str, float]:
-        """Hooks and minibatches of one experience."""
+    def train(
+        self, model: nn.Module, strategy: Strategy, stream: Stream, experience: Experience, config: TrainConfig, on_step: Callable[[int, int], None] | None = None
+    ) -> dict[str, float]:
+        """Hooks and minibatches of one experience; ``on_step(iteration, total)`` after every optimiser step (continual evaluation)."""
         strategy.before_experience(model, experience)
-        stats = train_experience(model, strategy, stream, experience, config)
+        stats = train_experience(model, strategy, stream, experience, config, on_step)
         strategy.after_experience(model, experience)
         return stats
 
@@ -329,6 +331,8 @@ class _Run:
             if member.strategy is not None:
                 member.strategy.check_stream(stream)
         trainer.check(stream, config)
+        if trainer.name != LoopTrainer.name and any(m.trained and getattr(m.evaluator, "eval_every", None) for m in members):
+            raise ValueError(f"Continual evaluation (--eval-every) runs inside our training loop, which --engine {trainer.name} does not use; drop --eval-every or use --engine lifelong-kd.")
         self.stream, self.members, self.config, self.trainer, self.primary = stream, list(members), config, trainer, primary
         self.by_name = {m.name: m for m in members}
         self.record = json_safe(dict(record))
@@ -458,8 +462,10 @@ class _Run:
             member.strategy.set_teacher(teacher)
         start = time.perf_counter()
         try:
+            on_step = member.evaluator.continual_callback(lambda: member.strategy.evaluation_model(member.model), self.stream, experience)
             with precision_scope(self.config.precision, self.placement.device):
-                stats = self.trainer.train(member.model, member.strategy, self.stream, experience, self.config)
+                arguments = {"on_step": on_step} if on_step is not None else {}  # only our trainer takes it (checked in __init__)
+                stats = self.trainer.train(member.model, member.strategy, self.stream, experience, self.config, **arguments)
         finally:
             if teacher is not None:
                 member.strategy.set_teacher(None)

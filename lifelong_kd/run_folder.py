@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from lifelong_kd.evaluation.continual import continual_rows
 from lifelong_kd.evaluation.report import json_safe
 from lifelong_kd.files import save_torch_atomic, write_atomic
 
@@ -340,12 +341,21 @@ def results_document(
 
 
 def metrics_rows(record: Mapping[str, Any], logs: Mapping[str, MemberLog], primary: str) -> dict[str, list[dict[str, Any]]]:
-    """``metrics.jsonl`` files (by relative path): the config line, then one row per experience."""
-    rows = {METRICS: [{"config": dict(record)}, *logs[primary].reports]}
+    """``metrics.jsonl`` files (by relative path): the config line, then one row per experience.
+
+    With continual evaluation, each experience's row is preceded by its continual-evaluation
+    rows, one per (iteration, probed experience) (:func:`lifelong_kd.evaluation.continual.continual_rows`).
+    """
+    rows = {METRICS: [{"config": dict(record)}, *_with_continual(logs[primary].reports)]}
     if len(logs) > 1:
         for name, log in logs.items():
-            rows[f"{MODELS}/{name}/{METRICS}"] = [{"config": {**record, "model_name": name}}, *log.reports]
+            rows[f"{MODELS}/{name}/{METRICS}"] = [{"config": {**record, "model_name": name}}, *_with_continual(log.reports)]
     return rows
+
+
+def _with_continual(reports: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Each report preceded by the continual-evaluation rows of its experience."""
+    return [row for report in reports for row in (*continual_rows(report), report)]
 
 
 def summary_row(name: str, part: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -341,8 +341,13 @@ def train_experience(
     stream: Stream,
     experience: Experience,
     config: TrainConfig,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` on one experience (the hooks are the caller's).
+
+    ``on_step(iteration, total)``, when given, is called after every optimiser step with the
+    iteration just done (counted from 1 within the experience) and the experience's number of
+    iterations (continual evaluation, :meth:`lifelong_kd.evaluation.Evaluator.continual_callback`).
 
     Minibatches go to the model's device. With several processes each trains on its rows of
     every global minibatch (see the module docstring); at the end the processes agree on
@@ -365,12 +370,14 @@ def train_experience(
     start, samples, loss_sum = time.perf_counter(), 0.0, 0.0
     bar = Progress(total, f"experience {experience.index + 1}/{len(stream)}", config.progress and rank == 0, samples_per_unit=config.batch_size)
     curve = LossCurve(total)
-    for batch, weight in _labelled(data.shards(config.batch_size, total, rank, world_size), "lkd.data"):
+    for iteration, (batch, weight) in enumerate(_labelled(data.shards(config.batch_size, total, rank, world_size), "lkd.data"), start=1):
         loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler)
         loss_sum += loss
         curve.add(loss)
         samples += len(batch.y) if weight > 0 else 0
         bar.update(1)
+        if on_step is not None:
+            on_step(iteration, total)
     bar.close()
     del network
     distributed.settle(model)

@@ -106,6 +106,8 @@ def _add_output_arguments(add: Any) -> None:
     add("--reference-model", help="run folder of a reference (teacher) model for compression ratios")
     add("--instruments", action=argparse.BooleanOptionalAction, help="per-class accuracy and forgetting, confusion matrix, negative flips (default on)")
     add("--drift-samples", type=field_kind("drift_samples"), help="probe samples of representation drift, linear CKA between snapshots (default 512; 0: off)")
+    add("--eval-every", type=field_kind("eval_every"), help="continual evaluation: accuracy on a probe of every seen experience every K iterations (stability gap; default off)")
+    add("--probe-samples", type=field_kind("probe_samples"), help="test samples per experience in the continual-evaluation probe (default 256)")
     add("--out", help="run folder (default runs/<benchmark>-<scenario>-<strategy>-s<seed>-<time>)")
     add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last finished experience")
     add("--overwrite", action=argparse.BooleanOptionalAction, help="replace a finished run in --out (a new run; --resume continues one)")

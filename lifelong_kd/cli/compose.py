@@ -250,6 +250,10 @@ def evaluator_options(config: RunConfig, stream: Any) -> dict[str, Any]:
         raise UsageError(f"robustness_samples must be positive, got {config.robustness_samples}.")
     if config.drift_samples is not None and config.drift_samples < 0:
         raise UsageError(f"--drift-samples must be 0 (off) or a positive number of probe samples, got {config.drift_samples}.")
+    if config.eval_every is not None and config.eval_every < 1:
+        raise UsageError(f"--eval-every must be a positive number of iterations (e.g. 50), got {config.eval_every}; leave it out to evaluate only after each experience.")
+    if config.probe_samples is not None and config.probe_samples < 1:
+        raise UsageError(f"--probe-samples must be a positive number of test samples per experience, got {config.probe_samples}.")
     return {
         "batch_size": config.eval_batch_size,
         "shifts": parse_shifts(config.shifts),
@@ -260,4 +264,6 @@ def evaluator_options(config: RunConfig, stream: Any) -> dict[str, Any]:
         "seed": config.seed,
         "instruments": config.instruments,
         "drift_samples": config.drift_samples,
+        "eval_every": config.eval_every,
+        "probe_samples": config.probe_samples,
     }

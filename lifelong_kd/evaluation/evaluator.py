@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +25,7 @@ from lifelong_kd import distributed
 from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation import compression, metrics
 from lifelong_kd.evaluation.compression import CompressionStats
+from lifelong_kd.evaluation.continual import PROBE_SAMPLES, ContinualEvaluation
 from lifelong_kd.evaluation.instruments import InstrumentTracker
 from lifelong_kd.evaluation.report import EvalReport
 from lifelong_kd.evaluation.robustness import RobustnessProbe
@@ -102,6 +103,9 @@ class Evaluator:
             flips, from the predictions the accuracy row is computed from (no extra pass).
         drift_samples: Probe samples of representation drift (linear CKA of the penultimate
             features between snapshots; one small extra forward pass); 0 or None: off.
+        eval_every: Continual evaluation (De Lange et al. 2023): accuracy on a probe of every
+            seen experience every K training iterations (:meth:`continual_callback`); None: off.
+        probe_samples: Test samples per experience in the continual-evaluation probe.
     """
 
     def __init__(
@@ -120,6 +124,8 @@ class Evaluator:
         probe: RobustnessProbe | None = None,
         instruments: bool = True,
         drift_samples: int | None = 512,
+        eval_every: int | None = None,
+        probe_samples: int | None = PROBE_SAMPLES,
     ) -> None:
         self.batch_size = batch_size
         self.forgetting_definition = forgetting_definition
@@ -140,6 +146,9 @@ class Evaluator:
         self.instruments = instruments
         self.drift_samples = drift_samples if instruments else None
         self.tracker_ = InstrumentTracker(self.drift_samples, seed, forgetting_definition) if instruments else None
+        self.eval_every = eval_every
+        self.probe_samples = probe_samples
+        self.continual_ = ContinualEvaluation(eval_every, probe_samples, seed, batch_size) if eval_every else None
         if probe is None and self.shifts:
             self.probe = RobustnessProbe(self.shifts, self.severities, robustness_samples, seed, batch_size)
 
@@ -154,6 +163,26 @@ class Evaluator:
         """Predicted labels on every experience's whole test set (each process predicts its part; the parts are gathered)."""
         batch_size = self.batch_size or inference_batch_size(model, stream.input_shape)
         return [distributed.all_gather_rows(predictions(model, e, batch_size, distributed.shard(len(e.test))), len(e.test)) for e in stream]
+
+    def continual_callback(self, model_of: Callable[[], nn.Module], stream: Stream, experience: Experience) -> Callable[[int, int], None] | None:
+        """The training loop's per-iteration callback for continual evaluation (None when it is off).
+
+        Args:
+            model_of: Gives the module to evaluate as it is now (e.g. the strategy's evaluation model).
+            stream: The stream.
+            experience: The experience about to be trained.
+        """
+        if self.continual_ is None:
+            return None
+        self.continual_.begin(experience.index)
+
+        def on_step(iteration: int, total: int) -> None:
+            if self.continual_.due(iteration, total):
+                model = model_of()
+                with eval_mode(model), record_function("lkd.evaluate.continual"):
+                    self.continual_.measure(model, stream, experience.index, iteration, total)
+
+        return on_step
 
     def measure_initial(self, model: nn.Module, stream: Stream) -> None:
         """Record a randomly initialised model's accuracy per experience (the FWT baseline)."""
@@ -177,8 +206,9 @@ class Evaluator:
                 self.rows_ = self.rows_[:step] + [row]
             summary = metrics.summarize(self.rows_, self.initial_, self.forgetting_definition)
             with record_function("lkd.evaluate.instruments"):
-                batch_size = self.batch_size or inference_batch_size(model, stream.input_shape)
+                batch_size = (self.batch_size or inference_batch_size(model, stream.input_shape)) if self.tracker_ is not None else 0
                 instruments = self.tracker_.update(model, stream, step, predicted, batch_size) if self.tracker_ is not None else None
+            curve = self.continual_.curve(step, len(stream)) if self.continual_ is not None else None
             with record_function("lkd.evaluate.robustness"):
                 robustness = self._robustness(model, stream, step)
             with record_function("lkd.evaluate.compression"):
@@ -192,6 +222,8 @@ class Evaluator:
             compression=sizes,
             eval_seconds=time.perf_counter() - start,
             instruments=instruments,
+            continual=curve,
+            stability=self.continual_.stability(curve) if self.continual_ is not None else None,
         )
 
     def _robustness(self, model: nn.Module, stream: Stream, step: int) -> dict[str, Any] | None:
@@ -240,6 +272,8 @@ class Evaluator:
             "reference": self.reference is not None,
             "instruments": self.instruments,
             "drift_samples": self.drift_samples,
+            "eval_every": self.eval_every,
+            "probe_samples": self.probe_samples if self.eval_every else None,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -247,6 +281,8 @@ class Evaluator:
         state = {"rows": [list(r) for r in self.rows_], "corrupted_rows": [list(r) for r in self.corrupted_rows_], "initial": self.initial_}
         if self.tracker_ is not None:
             state["instruments"] = self.tracker_.state_dict()
+        if self.continual_ is not None:
+            state["continual"] = self.continual_.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -256,6 +292,8 @@ class Evaluator:
         self.initial_ = state["initial"]
         if self.tracker_ is not None:
             self.tracker_.load_state_dict(state.get("instruments", {}))
+        if self.continual_ is not None:
+            self.continual_.load_state_dict(state.get("continual", {}))
 
 
 def _stats_dict(stats: Any) -> dict[str, Any]:

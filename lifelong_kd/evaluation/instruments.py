@@ -194,8 +194,9 @@ def linear_cka(x: Tensor, y: Tensor, debiased: bool = False) -> float:
 
     In [0, 1]; 1 for identical representations; invariant to orthogonal transforms and to
     isotropic scaling of either representation (not to arbitrary invertible linear maps).
-    The estimate is biased upwards for few samples: independent random features score
-    about ``sqrt(p1 * p2) / N`` rather than 0. ``debiased=True`` replaces each HSIC by its
+    The estimate is biased upwards for few samples: independent Gaussian features score
+    about ``sqrt(p1 p2 / ((N + p1)(N + p2)))`` rather than 0 (0.44 for N = 512, p1 = p2 = 400).
+    ``debiased=True`` replaces each HSIC by its
     unbiased estimator (Song et al., JMLR 2012; used for CKA by Nguyen, Raghu & Kornblith,
     ICLR 2021), which is near 0 for independent features at any N (N >= 4).
 

@@ -135,6 +135,29 @@ def drift_figure(cka_matrix: Sequence[Sequence[float | None]]):  # noqa: ANN201
     return heatmap(cka_matrix, names, names, "Representation drift (linear CKA)", "snapshot after", "snapshot after", "CKA (%)")
 
 
+def stability_curve_figure(curve: Mapping[str, Any]):  # noqa: ANN201
+    """Continual evaluation: accuracy on each experience's probe at every evaluated iteration, across the stream.
+
+    One line per experience from the iteration it starts being trained; dotted vertical lines
+    mark the ends of experiences. A dip right after a line crosses into the next experience,
+    followed by a recovery, is the stability gap (De Lange et al., ICLR 2023).
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 3.8))
+    n_experiences = max((len(row) for row in curve["accuracy"]), default=0)
+    for j in range(n_experiences):
+        points = [(n, row[j]) for n, row in zip(curve["iterations"], curve["accuracy"]) if row[j] is not None]
+        if points:
+            axes.plot([n for n, _ in points], [100 * a for _, a in points], linewidth=1.2, label=f"E{j}")
+    for end in curve["ends"][:-1]:
+        axes.axvline(end, color="grey", linestyle=":", linewidth=0.8)
+    title = f"Continual evaluation every {curve['eval_every']} iterations ({curve['probe_samples'] or 'all'} test samples per experience)"
+    axes.set(title=title, xlabel="training iteration", ylabel="accuracy (%)", ylim=(0, 100))
+    axes.legend(fontsize=7, ncol=2, loc="lower left")
+    figure.tight_layout()
+    return figure
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -149,7 +172,8 @@ def figure_png(figure: Any) -> bytes:
 
 class FigureLogger:
     """Writes ``accuracy_matrix.png``, ``forgetting_curves.png`` (and ``robustness.png``; with the instruments,
-    ``confusion_matrix.png``, ``per_class_accuracy.png``, ``representation_drift.png``) into the run folder after each report."""
+    ``confusion_matrix.png``, ``per_class_accuracy.png``, ``representation_drift.png``; with continual evaluation,
+    ``stability_curve.png``) into the run folder after each report."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -171,6 +195,8 @@ class FigureLogger:
             write_atomic(self.folder / "per_class_accuracy.png", figure_png(per_class))
             if instruments.get("drift"):
                 write_atomic(self.folder / "representation_drift.png", figure_png(drift_figure(instruments["drift"]["cka_matrix"])))
+        if report.continual:
+            write_atomic(self.folder / "stability_curve.png", figure_png(stability_curve_figure(report.continual)))
 
     def close(self) -> None:
         """Nothing is held open."""

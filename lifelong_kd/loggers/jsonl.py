@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lifelong_kd.evaluation.continual import continual_rows
 from lifelong_kd.evaluation.report import EvalReport, json_safe
 from lifelong_kd.files import write_atomic
 
@@ -42,8 +43,9 @@ class JsonlLogger:
         self._write()
 
     def log_report(self, report: EvalReport) -> None:
-        """Add (or replace) the report's row."""
-        self.lines_ = [line for line in self.lines_ if line.get("step", -1) < report.step] + [report.to_dict()]
+        """Add (or replace) the report's row, after its continual-evaluation rows (``step`` = the experience being trained)."""
+        row = report.to_dict()
+        self.lines_ = [line for line in self.lines_ if line.get("step", -1) < report.step] + [*continual_rows(row), row]
         self._write()
 
     def _read(self) -> list[dict[str, Any]]:

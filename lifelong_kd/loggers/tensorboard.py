@@ -13,6 +13,9 @@ The only module that imports ``SummaryWriter``. Tags:
   ``confusion_matrix`` and ``representation_drift``; text ``config``; hparams at close:
   the config's settings that change the numbers (:func:`hparams`), with the strategy options
   flattened (``temperature``, ``alpha``, ...);
+* ``stability/{min_accuracy, worst_case_accuracy, final_accuracy, windowed_forgetting_{w}}`` at
+  experience steps, and ``continual/{experience_{j}, average}`` (continual evaluation) stepped by
+  the global iteration in the sub-run ``tensorboard/continual`` (its own purge step);
 * ``train/loss``: the mean training loss every few iterations, stepped by the global iteration,
   in the sub-run ``tensorboard/train`` (its own purge step, so a resumed run shows each point once).
 """
@@ -73,6 +76,7 @@ class TensorBoardLogger:
         self.figures = figures
         self.writer_ = None
         self.train_writer_ = None
+        self.continual_writer_ = None
         self.first_step_ = 0
         self.config_: dict[str, Any] = {}
         self.last_: EvalReport | None = None
@@ -117,6 +121,8 @@ class TensorBoardLogger:
             self._scalars("compression/model", report.compression.get("model", {}), step)
         self._scalars("timing", {"eval_seconds": report.eval_seconds}, step)
         self._loss_curve(report.extra.get("training"))
+        if report.continual:
+            self._continual(report.continual, report.stability or {}, step)
         if report.instruments:
             self._instruments(report.instruments, step, last=step == len(report.accuracy) - 1)
         if self.figures:
@@ -139,6 +145,27 @@ class TensorBoardLogger:
             self._writer().add_figure("confusion_matrix", confusion, step)
             if drift:
                 self._writer().add_figure("representation_drift", drift_figure(drift["cka_matrix"]), step)
+
+    def _continual(self, curve: Mapping[str, Any], stability: Mapping[str, Any], step: int) -> None:
+        """The stability metrics at ``step``; the curve's points of experience ``step`` at their global iterations, in the sub-run ``continual``.
+
+        Its writer purges from the experience's first iteration when it is made (at the first
+        report, which on resume is the re-sent last finished experience), like ``train``'s.
+        """
+        forgetting = {f"windowed_forgetting_{w}": value for w, value in (stability.get("windowed_forgetting") or {}).items()}
+        self._scalars("stability", {**{k: stability.get(k) for k in ("min_accuracy", "worst_case_accuracy", "final_accuracy")}, **forgetting}, step)
+        if self.continual_writer_ is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            first = curve["ends"][step - 1] + 1 if 0 < step <= len(curve["ends"]) else 1
+            self.continual_writer_ = SummaryWriter(log_dir=str(self.log_dir / "continual"), purge_step=first)
+        for iteration, experience, row in zip(curve["iterations"], curve["experience"], curve["accuracy"]):
+            if experience == step:
+                seen = [value for value in row if value is not None]
+                values = {**{f"experience_{j}": value for j, value in enumerate(row) if value is not None}, "average": sum(seen) / len(seen)}
+                for name, value in values.items():
+                    self.continual_writer_.add_scalar(f"continual/{name}", value, int(iteration))
+        self.continual_writer_.flush()
 
     def _loss_curve(self, training: Mapping[str, Any] | None) -> None:
         """``train/loss`` at each point's global iteration, in the sub-run ``train``.
@@ -170,6 +197,8 @@ class TensorBoardLogger:
             final = {f"final/{k}": v for k, v in self.last_.metrics.items() if _finite(v)}
             if self.last_.robustness and _finite(self.last_.robustness.get("relative_robustness")):
                 final["final/relative_robustness"] = self.last_.robustness["relative_robustness"]
+            stability = self.last_.stability or {}
+            final.update({f"final/{k}": stability[k] for k in ("min_accuracy", "worst_case_accuracy") if _finite(stability.get(k))})
             self._writer().add_hparams(hparams(self.config_), final, run_name=".", global_step=self.last_.step)
         if self.writer_ is not None:
             self.writer_.close()
@@ -177,3 +206,6 @@ class TensorBoardLogger:
         if self.train_writer_ is not None:
             self.train_writer_.close()
             self.train_writer_ = None
+        if self.continual_writer_ is not None:
+            self.continual_writer_.close()
+            self.continual_writer_ = None
