@@ -142,3 +142,30 @@ def test_the_gradient_scaler_path_takes_the_same_step():
     for plain, scaled in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(plain, scaled)
     assert any(not torch.equal(trained, start) for trained, start in zip(models[0].parameters(), initial.parameters(), strict=True))
+
+
+@no_cuda
+def test_device_check_says_it_skipped_without_cuda():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA device: skipped" in done.stdout
+
+
+def test_the_scaling_model_counts_a_ring_all_reduce():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("device_check", Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py")
+    device_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device_check)
+    link = (1e9, 1e-5)
+    assert device_check.allreduce_seconds(4e6, 1, link) == 0.0
+    assert device_check.allreduce_seconds(4e6, 2, link) == pytest.approx(4e6 / 1e9 + 2 * 1e-5)  # 2 (p-1)/p = 1 of the bytes, 2 steps
+    assert device_check.allreduce_seconds(4e6, 8, link) == pytest.approx(1.75 * 4e6 / 1e9 + 14 * 1e-5)
+    rows = device_check.scaling_model()
+    assert sorted({row["gradient_megabytes"] for row in rows}) == pytest.approx([4 * 1_094_750 / 1e6, 4 * 1_796_010 / 1e6])
