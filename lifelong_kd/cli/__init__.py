@@ -1,4 +1,4 @@
-"""``lifelong-kd``: run a stream, list what exists, compare finished runs.
+"""``lifelong-kd``: run a stream, list what exists, compare finished runs, sweep seeds and options.
 
 The command line is split by job: :mod:`~lifelong_kd.cli.arguments` (parser, config files,
 :class:`~lifelong_kd.config.RunConfig`), :mod:`~lifelong_kd.cli.compose` (the strategy map
@@ -94,6 +94,13 @@ def command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_sweep(args: argparse.Namespace) -> int:
+    """``lifelong-kd sweep`` (:mod:`lifelong_kd.cli.sweep`)."""
+    from lifelong_kd.cli.sweep import command_sweep
+
+    return command_sweep(args)
+
+
 def _first_line(obj: Any) -> str:
     return (inspect.getdoc(obj) or "").splitlines()[0] if inspect.getdoc(obj) else ""
 
@@ -138,7 +145,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from lifelong_kd.run_folder import RunFolderError
     from lifelong_kd.train import NonFiniteLossError
 
-    handlers = {"run": command_run, "list": command_list, "report": command_report}
+    handlers = {"run": command_run, "list": command_list, "report": command_report, "sweep": _command_sweep}
     try:
         args = parse_arguments(argv)
         if args.verbose:

@@ -51,7 +51,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         UsageError: Bad flags or values (one paragraph, naming the flag).
     """
     parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed: list[str] = []
+    if argv[:1] == ["sweep"] and "--" in argv:  # `sweep ... -- RUN OPTIONS`: the run options go to every run as they are
+        cut = argv.index("--")
+        argv, passed = argv[:cut], argv[cut + 1 :]
     args, extra = parser.parse_known_args(argv)
+    if args.command == "sweep":
+        args.run_arguments = passed
     if extra:
         command = parser.commands[args.command]
         known = [option for action in command._actions for option in action.option_strings]
@@ -148,13 +155,23 @@ def _add_strategy_flag(group: argparse._ArgumentGroup, name: str, parameters: li
     group.add_argument(flag(name), dest=dest, metavar=metavar, help=help_line)
 
 
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """``lifelong-kd sweep`` (see :mod:`lifelong_kd.cli.sweep`); run options follow ``--``."""
+    parser.add_argument("file", nargs="?", help="TOML sweep file: out, jobs, seeds, [base] run options, [grid] options to vary (flags win)")
+    parser.add_argument("--out", help="sweep folder: runs/<name>/ per run, logs/, summary.md/.csv/.png")
+    parser.add_argument("--seeds", help="seeds of every configuration: 0,1,2 or 0-4 (default 0)")
+    parser.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="vary a run option over values (repeat for a grid); STRATEGY.KEY=... for one strategy's runs")
+    parser.add_argument("--jobs", type=int, help="runs at a time, each with its share of the cores (default 1)")
+    parser.add_argument("--table-only", action="store_true", help="only the table of the runs finished so far")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser (every ``run`` default is None so a config file can fill it)."""
     from lifelong_kd import __version__
 
     parser = Parser(prog="lifelong-kd", description="Continual learning with knowledge distillation.")
     parser.add_argument("--version", action="version", version=f"lifelong-kd {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,sweep}")
     run_parser = commands.add_parser("run", help="train a strategy on a stream and evaluate it")
     run_parser.add_argument("--config", dest="config_file", help="TOML file whose keys are these flags (flags given here win)")
     _add_stream_arguments(run_parser.add_argument)
@@ -166,7 +183,10 @@ def make_parser() -> argparse.ArgumentParser:
     list_parser.add_argument("--options", action="store_true", help="print the strategy options as a Markdown table (type, strategies, defaults)")
     report_parser = commands.add_parser("report", help="compare finished runs side by side")
     report_parser.add_argument("runs", nargs="+", help="run folders (holding results.json)")
-    for command in (run_parser, list_parser, report_parser):
+    report_parser.add_argument("--by-seed", action="store_true", help="also one row per configuration: mean ± std over the runs that differ only by seed")
+    sweep_parser = commands.add_parser("sweep", help="seeds x grids of run options, each a run folder; a mean ± std table", usage="%(prog)s [SWEEP.toml] [options] [-- RUN OPTIONS]")
+    _add_sweep_arguments(sweep_parser)
+    for command in (run_parser, list_parser, report_parser, sweep_parser):
         command.add_argument("-v", "--verbose", action="count", help="also print debug messages")
     parser.commands = commands.choices
     return parser

@@ -168,4 +168,9 @@ def command_report(args: argparse.Namespace) -> int:
     if not rows:
         raise UsageError(f"None of the {len(args.runs)} folder(s) given holds a finished run; wait for them to finish or resume them.")
     log.info(format_rows(rows))
+    if args.by_seed:  # runs that differ only by seed: one row of mean ± std each (lifelong_kd.cli.sweep)
+        from lifelong_kd.cli.sweep import aggregate, format_markdown, group_by_configuration
+
+        finished = [document for document in (read_finished(run_dir)[0] for run_dir in args.runs) if document is not None]
+        log.info("\nmean ± std over seeds:\n" + format_markdown(aggregate(group_by_configuration(finished))))
     return 0

@@ -158,6 +158,28 @@ def stability_curve_figure(curve: Mapping[str, Any]):  # noqa: ANN201
     return figure
 
 
+def configurations_figure(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]):  # noqa: ANN201
+    """Bars of the mean (error bars: sample standard deviation) of each column, one group per configuration.
+
+    Args:
+        rows: ``{"configuration", "runs", "<key>_mean", "<key>_std"}`` per configuration (fractions).
+        columns: ``(key, title)`` of the columns to draw; columns without any value are left out.
+    """
+    plt = _pyplot()
+    shown = [(key, title) for key, title in columns if any(row.get(f"{key}_mean") is not None for row in rows)]
+    figure, axes = plt.subplots(figsize=(max(5.0, 1.2 + 0.9 * len(rows) * max(len(shown), 1) / 2), 4.0))
+    width = 0.8 / max(len(shown), 1)
+    for position, (key, title) in enumerate(shown):
+        means = [100 * (row.get(f"{key}_mean") or 0.0) for row in rows]
+        errors = [100 * (row.get(f"{key}_std") or 0.0) for row in rows]
+        axes.bar([i + position * width for i in range(len(rows))], means, width, yerr=errors, capsize=3, label=title)
+    axes.set_xticks([i + width * (len(shown) - 1) / 2 for i in range(len(rows))], [str(row["configuration"]) for row in rows], rotation=30, ha="right", fontsize=7)
+    axes.set(title="Sweep: mean ± std over seeds", ylabel="%")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
