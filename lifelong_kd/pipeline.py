@@ -355,8 +355,7 @@ class _Run:
         if placement.world_size > 1:
             self._check_data_parallel(placement)
         for member in self.members:
-            if member.trained:
-                distributed.check_precision(self.config.precision, placement.device)
+            distributed.check_precision(member.precision or self.config.precision, placement.device)
             if member.model is not None:
                 member.model.to(placement.device)
         self.placement = placement
