@@ -173,7 +173,10 @@ def arguments_of(job: Job) -> dict[str, Any]:
     if job.part == "buffers":
         return dict(SWEEP_ARGUMENTS[job.method])
     table = HYPERPARAMETERS[job.protocol][job.method]
-    return dict(table[job.buffer if job.buffer in table else -1])
+    arguments = dict(table[job.buffer if job.buffer in table else -1])
+    if job.part == "cifar-lr":
+        arguments["lr"] = HYPERPARAMETERS[job.protocol]["er"][job.buffer]["lr"]
+    return arguments
 
 
 def strategy_options(job: Job, arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -220,7 +223,7 @@ def command(config: Any) -> str:
     parts = [f"--benchmark {config.benchmark} --scenario {config.scenario} --strategy {config.strategy}"]
     for name in ("n_experiences", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "train_size", "test_size", "seed"):
         value = getattr(config, name)
-        if value != getattr(default, name):
+        if value != getattr(default, name) or (name in ("lr", "momentum") and config.shifts == "none"):  # the protocol's, always shown
             parts.append(f"--{name.replace('_', '-')} {value}")
     parts += ["--augment"] if config.augment else []
     parts += [f"--{key.replace('_', '-')} {value}" for key, value in config.strategy_options.items()]
@@ -310,6 +313,10 @@ def part_jobs(part: str, seed: int, methods: list[str], args: argparse.Namespace
         return
     if part in QUICK_PARTS:
         yield Job(part, *QUICK_PARTS[part], "derpp", 200, seed)
+        return
+    if part == "cifar-lr":  # diagnostic: DER and DER++ at ER's learning rate (is the short schedule the cause?)
+        for method in ("der", "derpp"):
+            yield from (Job(part, "seq-cifar10", "class", method, buffer, seed) for buffer in args.buffers)
         return
     if part == "buffers":
         for method in SWEEP_METHODS:
@@ -412,16 +419,18 @@ def buffer_table(records: list[dict[str, Any]]) -> str:
     return markdown_table(headers, rows)
 
 
-def commands(records: list[dict[str, Any]]) -> str:
-    """Each configuration's ``lifelong-kd run`` command once (seed written SEED)."""
-    lines = {seedless(r["command"]) for r in records}
-    return "\n".join(sorted(line if "--seed" in line else line + " --seed SEED" for line in lines))
+def commands(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """Each configuration's ``lifelong-kd run`` command once (seed written SEED), derived from the job
+    as :func:`command` writes it now (records logged before a change of that format stay comparable)."""
+    jobs_run = {Job(r["part"], r["protocol"], r["scenario"], r["method"], r["buffer"], r["seed"]) for r in records}
+    return "\n".join(sorted({seedless(command(config_for(job, args))) for job in jobs_run}))
 
 
 def seedless(line: str) -> str:
-    """``line`` with the value after ``--seed`` written SEED."""
+    """``line`` with its ``--seed N`` (absent for the default seed 0) moved to the end as ``--seed SEED``."""
     words = line.split()
-    return " ".join("SEED" if index and words[index - 1] == "--seed" else word for index, word in enumerate(words))
+    kept = [word for index, word in enumerate(words) if word != "--seed" and (index == 0 or words[index - 1] != "--seed")]
+    return " ".join(kept) + " --seed SEED"
 
 
 def wall_minutes(records: list[dict[str, Any]]) -> float:
@@ -467,23 +476,18 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{notes('class-il')}" + "\n\n".join(parts)
         + f"\n\nHardware: {records[-1].get('hardware') if records else hardware()}. Rebuilt from "
         f"`{LOG.relative_to(ROOT)}` by `python benchmarks/run.py class-il --table-only --write-results`.\n\n"
-        f"Commands (one line per configuration; DATA = `../shared/data`):\n\n```\n{commands(dedupe(used))}\n```\n"
+        f"Commands (one line per configuration; DATA = `../shared/data`):\n\n```\n{commands(used, args)}\n```\n"
     )
 
 
-def dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per command."""
-    return list({r["command"]: r for r in records}.values())
-
-
-def buffer_section(records: list[dict[str, Any]]) -> str:
+def buffer_section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """The "Choosing a buffer size" section of docs/strategies.md."""
     mine = [r for r in latest_records(records, list(budget_of_protocol(PROTOCOLS["seq-mnist"]))) if r["part"] == "buffers"]
     return (
         f"{notes('class-il-buffers')}{buffer_table(mine)}\n\n"
         f"Runs: `python benchmarks/run.py class-il --parts buffers --seeds 0,1,2`; table rebuilt by "
         f"`python benchmarks/run.py class-il --table-only --write-results` from `{LOG.relative_to(ROOT)}`. Commands:\n\n"
-        f"```\n{commands(dedupe(mine))}\n```\n"
+        f"```\n{commands(mine, args)}\n```\n"
     )
 
 
@@ -491,7 +495,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: small subsamples, 1 epoch, one seed, buffer 200")
     parser.add_argument("--parts", default="mnist-class,cifar-class,buffers,defaults,mnist-task",
-                        help="mnist-class, mnist-task, cifar-class, cifar-task, buffers, defaults")
+                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, buffers, defaults")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(BASELINES + MEMORY_METHODS))
     parser.add_argument("--buffers", default="200,500", help="buffer sizes of the comparison parts")
@@ -520,10 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     records = read_jsonl(LOG)
     text = section(records, args)
     print(text)
-    print(buffer_section(records))
+    print(buffer_section(records, args))
     if args.write_results:
         write_section(HEADING, text)
-        write_section(BUFFER_HEADING, buffer_section(records), STRATEGIES_MD)
+        write_section(BUFFER_HEADING, buffer_section(records, args), STRATEGIES_MD)
     return 0
 
 
