@@ -54,6 +54,7 @@ HEADING = "## Class-incremental learning with memory (Buzzega et al. 2020)"
 BUFFER_HEADING = "## Choosing a buffer size"
 MEMORY_METHODS = ("er", "der", "derpp", "icarl", "lucir", "bic")
 BASELINES = ("finetune", "lwf", "joint")
+COMPARISON_PARTS = frozenset({"mnist-class", "mnist-task", "cifar-class", "cifar-task"})
 CLASS_ONLY = frozenset({"icarl", "lucir", "bic"})  # their papers define the class scenario only
 LABELS = {"finetune": "SGD (finetune)", "lwf": "LwF", "joint": "JOINT", "er": "ER", "der": "DER", "derpp": "DER++",
           "icarl": "iCaRL", "lucir": "LUCIR", "bic": "BiC"}
@@ -392,9 +393,24 @@ def comparison_table(protocol: str, records: list[dict[str, Any]]) -> str:
             gap(classes, "task_il_masked", paper_task), cell(tasks, "average_accuracy"), cell(classes, "forgetting"),
             ",".join(str(r["seed"]) for r in sorted(classes, key=lambda r: r["seed"])) or "-",
         ])
-    headers = ["buffer", "method", "class-IL ours", "class-IL paper", "gap", "task-IL ours (masked)", "task-IL paper", "gap",
+    headers = ["buffer", "method", "class-IL ours", "class-IL paper*", "gap", "task-IL ours (masked)", "task-IL paper*", "gap",
                "task scenario ours (multi-head)", "class-IL forgetting", "seeds"]
     return markdown_table(headers, rows)
+
+
+def learning_rate_table(diagnostic: list[dict[str, Any]], shown: list[dict[str, Any]]) -> str:
+    """DER/DER++ at ER's learning rate beside the same methods at the paper's, on the same budget."""
+    rows = []
+    for method in ("er", "der", "derpp"):
+        for buffer in sorted({r["buffer"] for r in diagnostic}):
+            for part, records in (("cifar-class", shown), ("cifar-lr", diagnostic)):
+                mine = [r for r in records if r["part"] == part and r["method"] == method and r["buffer"] == buffer]
+                if mine:
+                    lr = arguments_of(Job(part, "seq-cifar10", "class", method, buffer, 0))["lr"]
+                    seeds = ",".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"]))
+                    rows.append([buffer, LABELS[method], lr, cell(mine, "average_accuracy"), cell(mine, "task_il_masked"),
+                                 cell(mine, "forgetting"), seeds])
+    return markdown_table(["buffer", "method", "lr", "class-IL (%)", "task-IL masked (%)", "forgetting (%)", "seeds"], rows)
 
 
 def defaults_table(records: list[dict[str, Any]]) -> str:
@@ -458,13 +474,18 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     shown: list[dict[str, Any]] = []
     for protocol in ("seq-mnist", "seq-cifar10"):
         budget = list(budget_of_protocol(protocol_of(Job("x", protocol, "class", "er", 200, 0), args)))
-        mine = [r for r in latest_records(records, budget) if r["part"].startswith(("mnist", "cifar"))]
+        mine = [r for r in latest_records(records, budget) if r["part"] in COMPARISON_PARTS]
         shown += mine
         if mine:
             title = {"seq-mnist": "Seq-MNIST (split-MNIST, real MNIST)", "seq-cifar10": "Seq-CIFAR-10 (split-CIFAR-10, JPEG copy)"}[protocol]
             parts.append(f"### {title}\n\nBudget: {budget_line(protocol_of(Job('x', protocol, 'class', 'er', 200, 0), args))}; "
                          f"{len(mine)} runs, {wall_minutes(mine):.0f} min of wall time on the loaded machine.\n\n"
                          f"{comparison_table(protocol, mine)}")
+    cifar_budget = list(budget_of_protocol(protocol_of(Job("x", "seq-cifar10", "class", "er", 200, 0), args)))
+    diagnostic = [r for r in latest_records(records, cifar_budget) if r["part"] == "cifar-lr"]
+    if diagnostic:
+        shown += diagnostic
+        parts.append(f"### Seq-CIFAR-10 diagnostic: DER and DER++ at ER's learning rate\n\n{learning_rate_table(diagnostic, shown)}")
     defaults = latest_records(records, None)
     defaults = [r for r in defaults if r["part"] == "defaults"]
     if defaults:
@@ -473,8 +494,8 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
                      f"default):\n\n{defaults_table(defaults)}")
     used = shown + defaults
     return (
-        f"{notes('class-il')}" + "\n\n".join(parts)
-        + f"\n\nHardware: {records[-1].get('hardware') if records else hardware()}. Rebuilt from "
+        f"{notes('class-il')}" + "\n\n".join(parts) + f"\n\n{notes('class-il-reading')}"
+        + f"Hardware: {records[-1].get('hardware') if records else hardware()}. Rebuilt from "
         f"`{LOG.relative_to(ROOT)}` by `python benchmarks/run.py class-il --table-only --write-results`.\n\n"
         f"Commands (one line per configuration; DATA = `../shared/data`):\n\n```\n{commands(used, args)}\n```\n"
     )
@@ -484,7 +505,7 @@ def buffer_section(records: list[dict[str, Any]], args: argparse.Namespace) -> s
     """The "Choosing a buffer size" section of docs/strategies.md."""
     mine = [r for r in latest_records(records, list(budget_of_protocol(PROTOCOLS["seq-mnist"]))) if r["part"] == "buffers"]
     return (
-        f"{notes('class-il-buffers')}{buffer_table(mine)}\n\n"
+        f"{notes('class-il-buffers')}{buffer_table(mine)}\n\n{notes('class-il-buffers-reading')}"
         f"Runs: `python benchmarks/run.py class-il --parts buffers --seeds 0,1,2`; table rebuilt by "
         f"`python benchmarks/run.py class-il --table-only --write-results` from `{LOG.relative_to(ROOT)}`. Commands:\n\n"
         f"```\n{commands(mine, args)}\n```\n"
