@@ -20,9 +20,12 @@ inputs when they replay them. Three selection policies:
   feature; shrinking keeps the first (most representative) ones.
 
 Every random choice takes an explicit ``torch.Generator``, so a strategy that reseeds its
-generator per experience gets the same memory on every run and after a resume. The state
-(:meth:`ReplayMemory.state_dict`) is tensors and plain values only, so checkpoints load
-with ``torch.load(weights_only=True)``.
+generator per experience gets the same memory on every run and after a resume, and
+processes that offer the same samples with generators in the same state (data-parallel
+training, :mod:`lifelong_kd.strategies.rehearsal`) hold the same memory. The memory lives
+in host memory whatever device the samples come from (the strategies move what they replay
+to the model's device); its state (:meth:`ReplayMemory.state_dict`) is CPU tensors and
+plain values only, so checkpoints load with ``torch.load(weights_only=True)`` anywhere.
 
 This module imports only torch.
 """
@@ -61,6 +64,11 @@ class Stored:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def select(self, rows: slice | Tensor) -> Stored:
+        """The samples at ``rows`` (a slice or indices into these samples)."""
+        extras = {name: value[rows] for name, value in self.extras.items()}
+        return Stored(self.x[rows], self.y[rows], self.task_id[rows], self.experience[rows], self.slot[rows], extras)
 
 
 def herding_order(features: Tensor, count: int) -> Tensor:
@@ -274,16 +282,16 @@ class ReplayMemory:
         if len(self) and set(extras) != set(self.extras_):
             raise ValueError(f"Every sample needs the same extras: memory holds {sorted(self.extras_)}, got {sorted(extras)}.")
         grow = max(int(slots.max()) + 1 - len(self), 0)
-        if self.x_ is None:
-            self.x_ = x.new_zeros((0, *x.shape[1:]))
-            self.extras_ = {name: value.new_zeros((0, *value.shape[1:])) for name, value in extras.items()}
+        if self.x_ is None:  # host memory, whatever device the samples come from
+            self.x_ = torch.zeros((0, *x.shape[1:]), dtype=x.dtype)
+            self.extras_ = {name: torch.zeros((0, *value.shape[1:]), dtype=value.dtype) for name, value in extras.items()}
         self._check_shape("inputs", self.x_, x)
         for name, value in extras.items():
             self._check_shape(f"extra {name!r}", self.extras_[name], value)
         self.x_ = _grown(self.x_, grow)
         self.y_, self.task_id_, self.experience_ = _grown(self.y_, grow), _grown(self.task_id_, grow), _grown(self.experience_, grow)
         self.extras_ = {name: _grown(value, grow) for name, value in self.extras_.items()}
-        self.x_[slots] = x.detach().to(self.x_.device)
+        self.x_[slots] = x.detach().cpu()
         self.y_[slots], self.task_id_[slots], self.experience_[slots] = y.long().cpu(), task_id.long().cpu(), experience
         for name, value in extras.items():
             self.extras_[name][slots] = value.detach().to(self.extras_[name].dtype).cpu()

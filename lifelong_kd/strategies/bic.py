@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong_kd import losses
+from lifelong_kd import distributed, losses
 from lifelong_kd.data.stream import Batch, Experience, Split, Stream
 from lifelong_kd.memory import ReplayMemory
 from lifelong_kd.strategies import distill, rehearsal
@@ -188,20 +188,26 @@ class BiC(Strategy):
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """Stage 1 on the batch and replayed (non-held-out) exemplars, minus the loop's cross-entropy."""
         experience = distill.require_experience(self._experience)
+        share = rehearsal.locate(batch)
         logits, labels, inputs = [output.logits], [batch.y], [batch.x]
         candidates = torch.nonzero(~self._validation).flatten() if len(self._validation) else torch.arange(len(self.memory_))
+        drawn = 0
         if len(candidates):
-            size = rehearsal.union_share(self.replay_batch_size, batch, self._training_part(experience), len(candidates))
-            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, candidates).batch
-            logits.append(model(replayed.x, replayed.task_id))
-            labels.append(replayed.y)
-            inputs.append(replayed.x)
-        logits = torch.cat(logits)
+            size = rehearsal.union_share(self.replay_batch_size, share, self._training_part(experience), len(candidates))
+            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, candidates, share)
+            drawn = len(replayed.drawn)
+            if len(replayed.batch.y):
+                logits.append(model(replayed.batch.x, replayed.batch.task_id))
+                labels.append(replayed.batch.y)
+                inputs.append(replayed.batch.x)
+        logits, labels = torch.cat(logits), torch.cat(labels)
+        union, total = len(labels), share.size + drawn
         old, active = self._old_classes(), self._active_classes
         weight = old / active
-        loss = (1 - weight) * F.cross_entropy(logits[:, :active], torch.cat(labels)) - F.cross_entropy(output.logits, batch.y)
+        loss = (1 - weight) * share.weigh(F.cross_entropy(logits[:, :active], labels), union, total) - F.cross_entropy(output.logits, batch.y)
         if self.teacher_ is not None and old > 0:
-            loss = loss + weight * losses.soft_cross_entropy(logits[:, :old], self._teacher_logits(torch.cat(inputs)), self.temperature)
+            distillation = losses.soft_cross_entropy(logits[:, :old], self._teacher_logits(torch.cat(inputs)), self.temperature)
+            loss = loss + weight * share.weigh(distillation, union, total)
         return loss
 
     @torch.no_grad()
@@ -228,9 +234,14 @@ class BiC(Strategy):
 
     @torch.no_grad()
     def _validation_logits(self, model: nn.Module, experience: Experience) -> tuple[Tensor, Tensor]:
-        """The network's logits (eval mode) and the labels of the held-out exemplars and new samples."""
+        """The network's logits (eval mode, on its device; returned on the CPU) and the labels of the held-out exemplars and new samples.
+
+        Every process computes them alike (the held-out set is small), so the fitted correction is the same everywhere.
+        """
+        device = distributed.module_device(model)
         stored = self.memory_.read(torch.nonzero(self._validation).flatten())
-        x = torch.cat([self.rehearsal_.inputs(stored), experience.transform(experience.train.x[self._held_out])])
+        new = experience.transform(distributed.to_device(experience.train.x[self._held_out], device))
+        x = torch.cat([self.rehearsal_.inputs(stored, device=device), new])
         labels = torch.cat([stored.y, experience.train.y[self._held_out]])
         was_training = model.training
         model.eval()

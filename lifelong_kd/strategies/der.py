@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong_kd.data.stream import Batch, Experience, Stream
-from lifelong_kd.memory import ReplayMemory
+from lifelong_kd.memory import ReplayMemory, Stored
 from lifelong_kd.strategies import rehearsal
 from lifelong_kd.strategies.base import ModelOutput, Strategy
 from lifelong_kd.strategies.distill import check_number, require_experience
@@ -17,20 +17,36 @@ LOGITS = "logits"
 
 
 def dark_replay(
-    model: nn.Module, memory: rehearsal.Rehearsal, batch: Batch, size: int | None, alpha: float, beta: float
+    model: nn.Module,
+    memory: rehearsal.Rehearsal,
+    batch: Batch,
+    size: int | None,
+    alpha: float,
+    beta: float,
+    share: rehearsal.Share | None = None,
 ) -> Tensor:
     r"""``alpha * MSE(s(x_M), z_M) + beta * CE(s(x'_M), y'_M)`` on two independent draws from the memory.
 
     ``z_M`` are the logits stored with the samples (the model's own-head logits when they
-    were inserted); ``beta = 0`` skips the second draw (DER).
+    were inserted); ``beta = 0`` skips the second draw (DER). ``share``: this process's
+    place in the global minibatch (None: :func:`~lifelong_kd.strategies.rehearsal.locate`);
+    each process computes both terms on its part of each draw.
     """
+    share = share or rehearsal.locate(batch)
     augment = rehearsal.replay_augmented(batch)
-    replayed = memory.replay(rehearsal.replay_size(size, batch), augment, batch.x.device)
-    student = model(replayed.batch.x, replayed.batch.task_id)
-    loss = alpha * F.mse_loss(student.float(), replayed.stored.extras[LOGITS].to(student.device))
+    count = rehearsal.replay_size(size, share)
+    like = batch.x.new_zeros(())
+
+    def matching(inputs: Batch, stored: Stored) -> Tensor:
+        student = model(inputs.x, inputs.task_id)
+        return alpha * F.mse_loss(student.float(), stored.extras[LOGITS].to(student.device))
+
+    def labelled(inputs: Batch, _: Stored) -> Tensor:
+        return beta * F.cross_entropy(model(inputs.x, inputs.task_id), inputs.y)
+
+    loss = rehearsal.replayed_term(share, memory.replay(count, augment, batch.x.device, share=share), matching, like)
     if beta > 0:
-        labelled = memory.replay(rehearsal.replay_size(size, batch), augment, batch.x.device).batch
-        loss = loss + beta * F.cross_entropy(model(labelled.x, labelled.task_id), labelled.y)
+        loss = loss + rehearsal.replayed_term(share, memory.replay(count, augment, batch.x.device, share=share), labelled, like)
     return loss
 
 
@@ -70,10 +86,11 @@ class _DarkReplayHooks:
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """The replay terms (zero while the memory is empty); then store the batch with its logits."""
         experience = require_experience(self._experience)
+        share = rehearsal.locate(batch)
         loss = output.logits.new_zeros(())
         if len(self.memory_):
-            loss = dark_replay(model, self.rehearsal_, batch, self.replay_batch_size, self.alpha, self._label_weight())
-        self.rehearsal_.add(batch, experience, {LOGITS: output.logits.detach().float()})
+            loss = dark_replay(model, self.rehearsal_, batch, self.replay_batch_size, self.alpha, self._label_weight(), share)
+        self.rehearsal_.add(batch, experience, {LOGITS: output.logits.detach().float()}, share)
         return loss
 
     def state_dict(self) -> dict[str, Any]:

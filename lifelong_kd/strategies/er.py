@@ -29,6 +29,8 @@ class ER(Strategy):
     (the two batches go through the model in two forward passes, so batch-norm sees them
     separately). After the step's loss, the current batch is offered to the memory, a
     reservoir (Vitter 1985) over every sample seen so far. Zero while the memory is empty.
+    With several processes ``B`` and ``R`` are the global minibatch's and the replayed
+    one's sizes; each process replays its part (:mod:`lifelong_kd.strategies.rehearsal`).
 
     Args:
         buffer_size: Samples kept in memory (200, the smallest budget of Buzzega et al. 2020).
@@ -67,15 +69,15 @@ class ER(Strategy):
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """The union-mean correction above (zero while the memory is empty); then store the batch."""
         experience = require_experience(self._experience)
+        share = rehearsal.locate(batch)
         loss = output.logits.new_zeros(())
         if len(self.memory_):
-            replayed = self.rehearsal_.replay(
-                rehearsal.replay_size(self.replay_batch_size, batch), rehearsal.replay_augmented(batch), batch.x.device
-            ).batch
-            current, memory = len(batch.y), len(replayed.y)
-            replay_ce = F.cross_entropy(model(replayed.x, replayed.task_id), replayed.y)
+            size = rehearsal.replay_size(self.replay_batch_size, share)
+            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, share=share)
+            current, memory = share.size, len(replayed.drawn)
+            replay_ce = rehearsal.replayed_term(share, replayed, lambda inputs, _: F.cross_entropy(model(inputs.x, inputs.task_id), inputs.y), loss)
             loss = memory / (current + memory) * (replay_ce - F.cross_entropy(output.logits, batch.y))
-        self.rehearsal_.add(batch, experience)
+        self.rehearsal_.add(batch, experience, share=share)
         return loss
 
     def state_dict(self) -> dict[str, Any]:

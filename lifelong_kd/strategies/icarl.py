@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lifelong_kd import distributed
 from lifelong_kd.data.stream import Batch, Experience, Stream
 from lifelong_kd.memory import ReplayMemory
 from lifelong_kd.strategies import distill, rehearsal
@@ -31,7 +32,8 @@ class NearestMeanOfExemplars(nn.Module):
 
     Args:
         model: The trained network (``features(x)``); shared, not copied.
-        means: Class means (C, D), row ``y`` for label ``y``; zero rows mark classes without exemplars.
+        means: Class means (C, D), row ``y`` for label ``y``; zero rows mark classes without
+            exemplars (kept on the model's device).
         width: Number of output units K of the returned scores (at least C).
     """
 
@@ -39,7 +41,7 @@ class NearestMeanOfExemplars(nn.Module):
         super().__init__()
         self.model = model
         self.width = width
-        self.register_buffer("means", means)
+        self.register_buffer("means", means.to(distributed.module_device(model)))
 
     def forward(self, x: Tensor, task_id: Tensor | int | None = None) -> Tensor:
         """Scores (B, K): minus the squared distance to each class mean (``task_id`` is unused)."""
@@ -134,14 +136,19 @@ class ICaRL(Strategy):
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """iCaRL's loss on the batch and replayed exemplars, minus the loop's cross-entropy."""
         experience = distill.require_experience(self._experience)
+        share = rehearsal.locate(batch)
         logits, labels, inputs = [output.logits], [batch.y], [batch.x]
+        drawn = 0
         if len(self.memory_):
-            size = rehearsal.union_share(self.replay_batch_size, batch, experience, len(self.memory_))
-            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device).batch
-            logits.append(model(replayed.x, replayed.task_id))
-            labels.append(replayed.y)
-            inputs.append(replayed.x)
-        icarl = self._icarl_loss(torch.cat(logits), torch.cat(labels), torch.cat(inputs))
+            size = rehearsal.union_share(self.replay_batch_size, share, experience, len(self.memory_))
+            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, share=share)
+            drawn = len(replayed.drawn)
+            if len(replayed.batch.y):
+                logits.append(model(replayed.batch.x, replayed.batch.task_id))
+                labels.append(replayed.batch.y)
+                inputs.append(replayed.batch.x)
+        labels = torch.cat(labels)
+        icarl = share.weigh(self._icarl_loss(torch.cat(logits), labels, torch.cat(inputs)), len(labels), share.size + drawn)
         return icarl - F.cross_entropy(output.logits, batch.y)
 
     def _icarl_loss(self, logits: Tensor, labels: Tensor, inputs: Tensor) -> Tensor:
@@ -165,12 +172,16 @@ class ICaRL(Strategy):
 
     @torch.no_grad()
     def class_means(self, model: nn.Module) -> Tensor:
-        """Normalised mean of each class's normalised exemplar features (C, D); zero rows for classes without exemplars."""
+        """Normalised mean of each class's normalised exemplar features (C, D), on the CPU; zero rows for classes without exemplars.
+
+        The exemplars' features are computed on the model's device, by every process alike.
+        """
         stored = self.memory_.read()
         was_training = model.training
         model.eval()
         try:
-            features = F.normalize(model.features(self.rehearsal_.inputs(stored)).float(), dim=1).cpu()
+            inputs = self.rehearsal_.inputs(stored, device=distributed.module_device(model))
+            features = F.normalize(model.features(inputs).float(), dim=1).cpu()
         finally:
             model.train(was_training)
         n_classes = max(self._knowledge().n_classes, int(stored.y.max()) + 1)

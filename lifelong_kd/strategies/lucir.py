@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from lifelong_kd import distributed
 from lifelong_kd.data.stream import Batch, Experience, Stream
 from lifelong_kd.memory import ReplayMemory
 from lifelong_kd.models import CosineLinear
@@ -163,31 +164,41 @@ class LUCIR(Strategy):
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """LUCIR's objective on the batch and replayed exemplars, minus the loop's cross-entropy."""
         experience = distill.require_experience(self._experience)
+        distilling = self.teacher_ is not None and self.knowledge_ is not None
+        old = self.knowledge_.n_classes if distilling else 0
+        share = rehearsal.locate(batch, [int((batch.y < old).sum())] if distilling and distributed.world_size() > 1 else [])
         features, logits, labels, inputs = [output.features], [output.logits], [batch.y], [batch.x]
+        drawn = batch.y[:0].cpu()
         if len(self.memory_):
-            size = rehearsal.union_share(self.replay_batch_size, batch, experience, len(self.memory_))
-            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device).batch
-            replay_features = model.features(replayed.x)
-            features.append(replay_features)
-            logits.append(model.select(model.heads(replay_features), replayed.task_id))
-            labels.append(replayed.y)
-            inputs.append(replayed.x)
+            size = rehearsal.union_share(self.replay_batch_size, share, experience, len(self.memory_))
+            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, share=share)
+            drawn = replayed.drawn.y
+            if len(replayed.batch.y):
+                replay_features = model.features(replayed.batch.x)
+                features.append(replay_features)
+                logits.append(model.select(model.heads(replay_features), replayed.batch.task_id))
+                labels.append(replayed.batch.y)
+                inputs.append(replayed.batch.x)
         features, labels = torch.cat(features), torch.cat(labels)
-        active = self._active_classes
-        loss = F.cross_entropy(torch.cat(logits)[:, :active], labels) - F.cross_entropy(output.logits, batch.y)
-        if self.teacher_ is not None and self.knowledge_ is not None:
-            loss = loss + self._old_class_terms(model, features, labels, torch.cat(inputs))
+        active, total = self._active_classes, share.size + len(drawn)
+        classification = share.weigh(F.cross_entropy(torch.cat(logits)[:, :active], labels), len(labels), total)
+        loss = classification - F.cross_entropy(output.logits, batch.y)
+        if distilling:
+            loss = loss + self._old_class_terms(model, features, labels, torch.cat(inputs), share, drawn)
         return loss
 
-    def _old_class_terms(self, model: nn.Module, features: Tensor, labels: Tensor, inputs: Tensor) -> Tensor:
-        """Less-forget distillation and margin ranking."""
+    def _old_class_terms(self, model: nn.Module, features: Tensor, labels: Tensor, inputs: Tensor, share: rehearsal.Share, drawn: Tensor) -> Tensor:
+        """Less-forget distillation and margin ranking (each process's part of them, weighed by ``share``; ``drawn``: every replayed label)."""
         old, active = self.knowledge_.n_classes, self._active_classes
         with torch.no_grad():
             teacher_features = self.teacher_.features(inputs)
         weight = self.lambda_base * math.sqrt(old / max(active - old, 1))
         less_forget = (1 - F.cosine_similarity(features.float(), teacher_features.float(), dim=1)).mean()
+        less_forget = share.weigh(less_forget, len(labels), share.size + len(drawn))
         cosines = cosine_head(model).cosine(features)[:, :active]
         ranking = margin_ranking(cosines.float(), labels, old, self.margin, self.hard_negatives)
+        if share.processes > 1:  # a mean over the old-class samples of every process
+            ranking = share.weigh(ranking, int((labels < old).sum()), share.totals[0] + int((drawn < old).sum()))
         return weight * less_forget + self.ranking_weight * ranking
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
