@@ -186,8 +186,11 @@ class Placement:
         return self.rank == 0
 
     def describe(self) -> dict[str, Any]:
-        """Plain values for ``results.json``."""
-        return {"device": str(self.device), "processes": self.world_size, "backend": self.backend}
+        """Plain values for ``results.json``: the device (with the GPU's name on CUDA), processes and backend."""
+        described: dict[str, Any] = {"device": str(self.device), "processes": self.world_size, "backend": self.backend}
+        if self.device.type == "cuda":
+            described["gpu"] = torch.cuda.get_device_name(self.device)
+        return described
 
 
 def launched_world_size() -> int:

@@ -212,18 +212,25 @@ def training_record(timing: Mapping[str, Any], earlier: Sequence[Mapping[str, An
             give the global iteration this experience starts from.
 
     Returns:
-        ``{"mean_loss", "iterations", "first_iteration", "loss_curve": [[global iteration, mean loss], ...]}``.
+        ``{"mean_loss", "iterations", "first_iteration", "loss_curve": [[global iteration, mean loss], ...]}``,
+        and when the trainer kept them, ``"loss_terms": {name: mean over the experience}`` and
+        ``"loss_terms_curve": {name: [[global iteration, mean], ...]}`` (``cross_entropy`` and each
+        strategy term, :mod:`lifelong_kd.loss_terms`).
     """
     curve = timing.get("loss_curve")
     if not curve:
         return None
     offset = sum(int(row.get("iterations") or 0) for row in earlier)
-    return {
+    record = {
         "mean_loss": timing.get("mean_loss"),
         "iterations": timing.get("iterations"),
         "first_iteration": offset + 1,
         "loss_curve": [[offset + int(iteration), loss] for iteration, loss in curve],
     }
+    if timing.get("loss_terms_curve"):
+        record["loss_terms"] = dict(timing.get("loss_terms") or {})
+        record["loss_terms_curve"] = {name: [[offset + int(iteration), value] for iteration, value in points] for name, points in timing["loss_terms_curve"].items()}
+    return record
 
 
 def experience_line(index: int, total: int, name: str | None, report: Any, timing: Mapping[str, Any]) -> str:

@@ -361,15 +361,9 @@ class _Run:
         self.placement = placement
 
     def _check_data_parallel(self, placement: distributed.Placement) -> None:
-        """Refuse what cannot run in several processes yet (the trainer, replay memories)."""
+        """Refuse what cannot run in several processes yet (another trainer than ours)."""
         if self.trainer.name != LoopTrainer.name:
             raise ValueError(f"--engine {self.trainer.name} runs in one process; start it without torchrun (or use our engine).")
-        for member in self.members:
-            if member.trained and getattr(type(member.strategy), "memory_", None) is not None:
-                raise ValueError(
-                    f"Strategy {member.strategy.name!r} fills its replay memory from each minibatch; with {placement.world_size} "
-                    "processes each would see only its own rows and the memories would differ. Run it in one process (without torchrun)."
-                )
 
     # ------------------------------------------------------------------ driving
 
@@ -478,6 +472,8 @@ class _Run:
             "mean_loss": stats.get("mean_loss"),
             "iterations": stats.get("iterations"),
             "loss_curve": stats.get("loss_curve"),
+            "loss_terms": stats.get("loss_terms"),
+            "loss_terms_curve": stats.get("loss_terms_curve"),
         }
 
     def evaluate(
@@ -498,6 +494,7 @@ class _Run:
             report = member.evaluator.evaluate(model, self.stream, index, reference_accuracy=reference)
         training = training_record(timing, self.logs[member.name].timing[:index])  # the loss curve, at global iterations
         timing.pop("loss_curve", None)  # kept once, in the report
+        timing.pop("loss_terms_curve", None)
         extra = {**extra, "training": training} if training else extra
         if extra:
             report = replace(report, extra=dict(extra))

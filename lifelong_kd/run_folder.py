@@ -309,7 +309,7 @@ def section(record: Mapping[str, Any], log: MemberLog, extra: Mapping[str, Any] 
                 "train_seconds": sum(t.get("train_seconds", 0.0) for t in log.timing),
                 "eval_seconds": sum(t.get("eval_seconds", 0.0) for t in log.timing),
                 "per_experience": log.timing,
-                "machine": {"cpu_threads": torch.get_num_threads(), "platform": _platform()},
+                "machine": {"cpu_threads": torch.get_num_threads(), "platform": _platform(), "cpu": cpu_model()},
             },
         }
     )
@@ -319,6 +319,20 @@ def _platform() -> str:
     import platform
 
     return platform.platform()
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``; elsewhere what :func:`platform.processor` says), None if unknown."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def results_document(

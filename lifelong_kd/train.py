@@ -31,6 +31,7 @@ from lifelong_kd import distributed
 from lifelong_kd.data.augment import random_crop_flip
 from lifelong_kd.data.stream import Batch, Experience, Stream
 from lifelong_kd.logs import LossCurve, Progress
+from lifelong_kd.loss_terms import LossTermCurve
 from lifelong_kd.strategies.base import ModelOutput, Strategy
 
 OPTIMIZERS = ("sgd", "adam")
@@ -296,6 +297,7 @@ def train_step(
     network: nn.Module | None = None,
     weight: float = 1.0,
     scaler: torch.amp.GradScaler | None = None,
+    terms: dict[str, Tensor] | None = None,
 ) -> float:
     """Cross-entropy + strategy loss, backward, optimiser step; returns the loss.
 
@@ -311,11 +313,17 @@ def train_step(
         weight: Multiplies the loss before the backward pass (a process's share of a global
             minibatch, :func:`lifelong_kd.distributed.shard_rows`); the returned loss is unweighted.
         scaler: Gradient scaler of float16 training (:func:`gradient_scaler`).
+        terms: Filled with the loss's parts, detached on the device (:func:`loss_terms`); None: not kept.
     """
     with record_function("lkd.forward"):
         output = forward(model, strategy.transform_batch(batch), network)
     with record_function("lkd.loss"):
-        loss = F.cross_entropy(output.logits, batch.y) + strategy.loss(model, batch, output)
+        cross_entropy = F.cross_entropy(output.logits, batch.y)
+        extra = strategy.loss(model, batch, output)
+        loss = cross_entropy + extra
+        parts = loss_terms(strategy, cross_entropy, extra)
+        if terms is not None:
+            terms.update(parts)
         value = loss.item()
     if not math.isfinite(value):
         raise NonFiniteLossError(
@@ -333,6 +341,18 @@ def train_step(
             scaler.step(optimizer)
             scaler.update()
     return value
+
+
+def loss_terms(strategy: Strategy, cross_entropy: Tensor, extra: Tensor) -> dict[str, Tensor]:
+    """The named parts of one step's loss, detached: ``cross_entropy``, then the strategy's terms.
+
+    The terms the strategy recorded (:meth:`~lifelong_kd.strategies.base.Strategy.sum_terms`), or
+    its whole extra loss as one term named after it; none for a strategy without an extra loss.
+    """
+    recorded = strategy.recorded_terms()
+    if recorded is None:
+        recorded = {} if type(strategy).loss is Strategy.loss else {strategy.name: extra.detach()}
+    return {"cross_entropy": cross_entropy.detach(), **recorded}
 
 
 def train_experience(
@@ -355,8 +375,10 @@ def train_experience(
     samples and mean loss are those of the whole run, as in one process.
 
     Returns:
-        ``{"train_seconds", "samples", "mean_loss", "iterations", "loss_curve"}``; the loss curve
-        is :meth:`lifelong_kd.logs.LossCurve.points` (mean loss every few iterations).
+        ``{"train_seconds", "samples", "mean_loss", "iterations", "loss_curve", "loss_terms",
+        "loss_terms_curve"}``; the loss curve is :meth:`lifelong_kd.logs.LossCurve.points` (mean
+        loss every few iterations), the terms' means and curves
+        :meth:`lifelong_kd.loss_terms.LossTermCurve.record` (each part of the loss, same windows).
     """
     device = distributed.module_device(model)
     rank, world_size = distributed.rank(), distributed.world_size()
@@ -369,11 +391,13 @@ def train_experience(
     model.train()
     start, samples, loss_sum = time.perf_counter(), 0.0, 0.0
     bar = Progress(total, f"experience {experience.index + 1}/{len(stream)}", config.progress and rank == 0, samples_per_unit=config.batch_size)
-    curve = LossCurve(total)
+    curve, term_curve = LossCurve(total), LossTermCurve(total)
     for iteration, (batch, weight) in enumerate(_labelled(data.shards(config.batch_size, total, rank, world_size), "lkd.data"), start=1):
-        loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler)
+        terms: dict[str, Tensor] = {}
+        loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler, terms=terms)
         loss_sum += loss
         curve.add(loss)
+        term_curve.add(terms, weight)
         samples += len(batch.y) if weight > 0 else 0
         bar.update(1)
         if on_step is not None:
@@ -383,8 +407,9 @@ def train_experience(
     distributed.settle(model)
     samples, loss_sum = distributed.all_reduce_sum(torch.tensor([samples, loss_sum], dtype=torch.float64)).tolist()
     loss_curve = curve.points(distributed.all_reduce_sum(curve.sums) / world_size)
+    term_means, term_curves = term_curve.record(lambda sums: distributed.all_reduce_sum(sums) / world_size)
     return {"train_seconds": time.perf_counter() - start, "samples": int(samples), "mean_loss": loss_sum / world_size / max(total, 1),
-            "iterations": total, "loss_curve": loss_curve}
+            "iterations": total, "loss_curve": loss_curve, "loss_terms": term_means, "loss_terms_curve": term_curves}
 
 
 def _labelled(batches: Iterator[Batch], label: str) -> Iterator[Batch]:

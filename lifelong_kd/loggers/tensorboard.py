@@ -17,7 +17,9 @@ The only module that imports ``SummaryWriter``. Tags:
   experience steps, and ``continual/{experience_{j}, average}`` (continual evaluation) stepped by
   the global iteration in the sub-run ``tensorboard/continual`` (its own purge step);
 * ``train/loss``: the mean training loss every few iterations, stepped by the global iteration,
-  in the sub-run ``tensorboard/train`` (its own purge step, so a resumed run shows each point once).
+  in the sub-run ``tensorboard/train`` (its own purge step, so a resumed run shows each point once),
+  and beside it each part of the loss: ``train/cross_entropy`` and the strategy's terms
+  (``train/distillation``, ``train/feature``, ``train/penalty``, ...).
 """
 
 from __future__ import annotations
@@ -185,6 +187,10 @@ class TensorBoardLogger:
         for iteration, loss in points:
             if _finite(loss):
                 self.train_writer_.add_scalar("train/loss", loss, int(iteration))
+        for name, term_points in (training.get("loss_terms_curve") or {}).items():  # train/cross_entropy, train/distillation, ...
+            for iteration, value in term_points:
+                if _finite(value):
+                    self.train_writer_.add_scalar(f"train/{name}", value, int(iteration))
         self.train_writer_.flush()
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ Learned state ends in ``_``; ``__init__`` only stores arguments.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -72,12 +73,39 @@ class Strategy:
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """Extra loss term added to the loop's cross-entropy (default: zero).
 
+        A method whose loss has several parts returns ``self.sum_terms({...}, output.logits)``,
+        so that each part is recorded separately in the loss curves; a method that returns a
+        plain tensor is recorded as one term named after it (this default: no term).
+
         Args:
             model: The student being trained.
             batch: The current batch, as drawn (before :meth:`transform_batch`).
             output: The student's forward pass on ``transform_batch(batch).x``.
         """
         return output.logits.new_zeros(())
+
+    def sum_terms(self, terms: Mapping[str, Tensor], like: Tensor) -> Tensor:
+        """The sum of this step's named loss parts (weights applied), recorded for the loss curves.
+
+        The parts are kept detached until the loop reads them (:meth:`recorded_terms`), so
+        recording costs no synchronisation with the device.
+
+        Args:
+            terms: ``{"distillation": alpha * kd, "feature": ...}``; empty: no extra loss this step.
+            like: A tensor of the step (the zero of an empty sum is made like it).
+
+        Returns:
+            The parts added in their order (zero when there is none).
+        """
+        self._loss_terms = {name: value.detach() for name, value in terms.items()}
+        total: Tensor | None = None
+        for value in terms.values():
+            total = value if total is None else total + value
+        return like.new_zeros(()) if total is None else total
+
+    def recorded_terms(self) -> dict[str, Tensor] | None:
+        """The parts the last :meth:`loss` recorded with :meth:`sum_terms`, forgotten once read; None: it recorded none."""
+        return self.__dict__.pop("_loss_terms", None)
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Called after training on ``experience``, before evaluation."""

@@ -146,21 +146,23 @@ class Compress(Strategy):
             self.snapshot_ = distill.rebuild_teacher(model, self._snapshot_state)
 
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
-        """Teacher, hint, self-distillation and extra label terms (see the class docstring)."""
+        """Extra label, teacher, hint and self-distillation terms (see the class docstring), each recorded by name."""
         self._step_projection()
-        loss = (self.label_weight - 1.0) * F.cross_entropy(output.logits, batch.y)
+        terms = {}
+        if self.label_weight != 1.0:
+            terms["labels"] = (self.label_weight - 1.0) * F.cross_entropy(output.logits, batch.y)
         if self._uses_teacher():
             known = self._teacher_knowledge()
             targets = self._outputs("teacher", batch, lambda x: self._teacher_targets(x, known), self.big_teacher_)
             if self.teacher_weight > 0:
-                loss = loss + self.teacher_weight * self._kd(known.select(output.all_logits), targets[0])
+                terms["teacher"] = self.teacher_weight * self._kd(known.select(output.all_logits), targets[0])
             if self.hint_weight > 0:
                 projected = self._projection(output.features, targets[1])(output.features)
-                loss = loss + self.hint_weight * losses.feature_distance(projected, targets[1], self.hint_distance)
+                terms["hint"] = self.hint_weight * losses.feature_distance(projected, targets[1], self.hint_distance)
         if self.snapshot_ is not None and self.knowledge_ is not None and self.self_weight > 0:
             targets = self._outputs("snapshot", batch, self._snapshot_targets, self.snapshot_)
-            loss = loss + self.self_weight * self._kd(self.knowledge_.select(output.all_logits), targets[0])
-        return loss
+            terms["self_distillation"] = self.self_weight * self._kd(self.knowledge_.select(output.all_logits), targets[0])
+        return self.sum_terms(terms, output.logits)
 
     def _kd(self, student: Tensor, teacher: Tensor) -> Tensor:
         return losses.kd_kl(student, teacher, self.temperature, self.scale_t2)

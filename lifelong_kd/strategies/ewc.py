@@ -250,13 +250,13 @@ class EWC(Strategy):
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """``lambda / 2 * sum_j sum_i F_j,i (theta_i - theta*_j,i)^2`` (zero before any penalty)."""
         if not self.fishers_:
-            return output.logits.new_zeros(())
+            return self.sum_terms({}, output.logits)
         params = dict(model.named_parameters())
         total = output.logits.new_zeros(())
         for fisher, anchor in zip(self.fishers_, self.anchors_, strict=True):
             for name, weight in fisher.items():
                 total = total + (weight * (params[name] - anchor[name]).pow(2)).sum()
-        return 0.5 * self.ewc_lambda * total
+        return self.sum_terms({"penalty": 0.5 * self.ewc_lambda * total}, output.logits)
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Estimate this experience's Fisher and store the anchor (or fold it in, online)."""

@@ -143,18 +143,18 @@ class LwF(Strategy):
         return distill.noised(batch, self.noise, self.noise_level)
 
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
-        """Distillation (+ feature and entropy terms) from the second experience on; else zero."""
+        """Distillation (+ feature and entropy terms, each recorded by name) from the second experience on; else zero."""
         if self.teacher_ is None or self.knowledge_ is None:
-            return output.logits.new_zeros(())
+            return self.sum_terms({}, output.logits)
         targets = self.teacher_outputs(batch)
         alpha = distill.alpha_for(self.alpha, distill.require_experience(self._experience).index)
         student, teacher = self._distilled(output.all_logits, targets[0])
-        loss = alpha * losses.kd_kl(student, teacher, self.temperature, self.scale_t2)
+        terms = {"distillation": alpha * losses.kd_kl(student, teacher, self.temperature, self.scale_t2)}
         if self.feature_weight > 0:
-            loss = loss + self.feature_weight * losses.feature_distance(output.features, targets[1], self.feature_distance)
+            terms["feature"] = self.feature_weight * losses.feature_distance(output.features, targets[1], self.feature_distance)
         if self.entropy_weight != 0:
-            loss = loss + self.entropy_weight * losses.entropy(output.logits)
-        return loss
+            terms["entropy"] = self.entropy_weight * losses.entropy(output.logits)
+        return self.sum_terms(terms, output.logits)
 
     def _distilled(self, all_logits: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
         """Student and teacher logits the KL compares (see ``zero_new_classes``)."""

@@ -84,7 +84,7 @@ class MultiTeacher(Strategy):
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """Distillation from every earlier snapshot (zero on the first experience)."""
         if not self.teachers_:
-            return output.logits.new_zeros(())
+            return self.sum_terms({}, output.logits)
         targets = self.teacher_outputs(batch)
         alpha = distill.alpha_for(self.alpha, distill.require_experience(self._experience).index)
         knowledge = self.knowledge_ if self.combine == "each" else self.knowledge_[-1:]
@@ -92,7 +92,7 @@ class MultiTeacher(Strategy):
             losses.kd_kl(known.select(output.all_logits), target, self.temperature, self.scale_t2)
             for known, target in zip(knowledge, targets, strict=True)
         ]
-        return alpha * torch.stack(terms).mean()
+        return self.sum_terms({"distillation": alpha * torch.stack(terms).mean()}, output.logits)
 
     def teacher_outputs(self, batch: Batch) -> list[Tensor]:
         """Per-teacher (``each``) or averaged (``average``) targets: cached, or online if augmented."""
