@@ -92,7 +92,7 @@ __all__ = [
 # ``device``, ``deterministic`` and ``data_on_device`` say where and how a run computes: a checkpoint
 # resumes on another device (numbers then agree to float rounding, docs/distributed.md).
 VOLATILE_KEYS = frozenset(
-    {"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "download", "eval_batch_size", "strategy_options"}
+    {"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "csv", "wandb", "download", "eval_batch_size", "strategy_options"}
     | {"device", "deterministic", "data_on_device"}
 )
 # TrainConfig fields left out of the setup record (compared on resume): they do not change the numbers.

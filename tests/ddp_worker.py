@@ -8,6 +8,9 @@
   strategy's state after every experience, the accuracy row evaluated sharded (summed over
   processes) and unsharded (the whole test sets in this process), and how often its logger
   was called. The test runs :func:`experiment` once more in one process and compares.
+* ``check OUT NAME...``: the same for the named strategies only (e.g. the replay-memory
+  strategies of :data:`MEMORY_STRATEGIES`, on their class-incremental stream); each record
+  also holds a hash of the replay memory alone.
 * ``kill N ARGS...``: ``lifelong-kd ARGS`` in which rank 0 SIGKILLs itself at its N-th
   training step (a machine failing mid-run).
 """
@@ -28,6 +31,7 @@ from lifelong_kd import distributed, pipeline, train
 from lifelong_kd.data.benchmarks import StreamOptions, build_stream
 from lifelong_kd.evaluation.evaluator import Evaluator, accuracy
 from lifelong_kd.models import build_model
+from lifelong_kd.strategies import DER, ER, LUCIR, BiC, DERpp, ICaRL
 from lifelong_kd.strategies.ewc import EWC
 from lifelong_kd.strategies.lwf import LwF
 
@@ -37,6 +41,20 @@ from lifelong_kd.strategies.lwf import LwF
 STREAM = StreamOptions(train_size=60, test_size=50)
 CONFIG = train.TrainConfig(epochs=2, batch_size=25, lr=0.05, progress=False)
 STRATEGIES = {"lwf": lambda: LwF(), "ewc": lambda: EWC(ewc_lambda=10.0, fisher_samples=50)}
+# Replay-memory strategies on class-incremental split-digits: 51 training samples per
+# experience in minibatches of 25 (25, 25, 1): 12 + 13 rows, then a minibatch of one row, which
+# leaves the first process a stand-in row of weight 0. A buffer of 40 is full within the first
+# experience, so the reservoir replaces samples and herding shrinks old classes.
+MEMORY_STREAM = StreamOptions(scenario="class", train_size=51, test_size=50)
+MEMORY_BUFFER = 40
+MEMORY_STRATEGIES = {
+    "er": lambda: ER(buffer_size=MEMORY_BUFFER),
+    "der": lambda: DER(buffer_size=MEMORY_BUFFER),
+    "derpp": lambda: DERpp(buffer_size=MEMORY_BUFFER),
+    "icarl": lambda: ICaRL(buffer_size=MEMORY_BUFFER),
+    "lucir": lambda: LUCIR(buffer_size=MEMORY_BUFFER),
+    "bic": lambda: BiC(buffer_size=MEMORY_BUFFER, bias_epochs=20),
+}
 
 
 def state_hash(state: Any) -> str:
@@ -69,6 +87,9 @@ def recording(cls: type) -> type:
         def after_experience(self, model: torch.nn.Module, experience: Any) -> None:
             super().after_experience(model, experience)
             self.records_ = [*getattr(self, "records_", []), ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, state_hash(self.state_dict()))]
+            memory = getattr(self, "memory_", None)
+            if memory is not None:
+                self.memories_ = [*getattr(self, "memories_", []), (state_hash(memory.state_dict()), memory.state_dict())]
 
     Recording.__name__ = cls.__name__
     return Recording
@@ -91,18 +112,21 @@ class CallLogger:
 
 
 def experiment(name: str, out: Path | None) -> dict[str, Any]:
-    """One run of ``name`` on the tiny stream; what the test compares."""
-    stream = build_stream("split-digits", STREAM)
-    strategy = STRATEGIES[name]()
+    """One run of ``name`` on the tiny stream (a memory strategy: on :data:`MEMORY_STREAM`); what the test compares."""
+    memory = name in MEMORY_STRATEGIES
+    stream = build_stream("split-digits", MEMORY_STREAM if memory else STREAM)
+    strategy = (MEMORY_STRATEGIES if memory else STRATEGIES)[name]()
     strategy.__class__ = recording(type(strategy))
     pipeline.seed_everything(CONFIG.seed)
-    model = build_model("mlp:32", stream.input_shape, stream.n_heads, stream.n_outputs)
+    model = build_model("mlp:32", stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head)
     logger = CallLogger()
     evaluator = Evaluator(compression=False)
     document = pipeline.run(stream, model, strategy, evaluator, [logger], CONFIG, out)
     return {
         "after_experience": [params for params, _ in strategy.records_],
         "strategy_hashes": [digest for _, digest in strategy.records_],
+        "memory_hashes": [digest for digest, _ in getattr(strategy, "memories_", [])],
+        "memories": [state for _, state in getattr(strategy, "memories_", [])],
         "accuracy_matrix": document["accuracy_matrix"],
         "mean_loss": [row["mean_loss"] for row in document["timing"]["per_experience"]],
         "logger_calls": logger.calls,
@@ -111,9 +135,9 @@ def experiment(name: str, out: Path | None) -> dict[str, Any]:
     }
 
 
-def check(out: Path) -> None:
-    """The ``check`` mode (see the module docstring)."""
-    for name in STRATEGIES:
+def check(out: Path, names: list[str] | None = None) -> None:
+    """The ``check`` mode (see the module docstring): ``names`` (None: :data:`STRATEGIES`)."""
+    for name in names or STRATEGIES:
         with distributed.session("cpu") as placement:  # one group for the checks after the run, too
             result = experiment(name, out / f"run-{name}")
             model, stream = result.pop("model"), result.pop("stream")
@@ -141,7 +165,7 @@ def kill_at_step(nth: int) -> None:
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "check":
-        check(Path(sys.argv[2]))
+        check(Path(sys.argv[2]), sys.argv[3:])
     elif mode == "kill":
         kill_at_step(int(sys.argv[2]))
         from lifelong_kd.cli import main
