@@ -8,6 +8,25 @@ from typing import Any, Protocol
 from lifelong_kd.evaluation.report import EvalReport
 
 
+def run_label(config: Mapping[str, Any]) -> str:
+    """What a run is, for figure titles and run names: ``split-mnist (class scenario), lwf, seed 0``.
+
+    Built from the config's ``benchmark``, ``scenario``, ``strategy`` and ``seed`` (and
+    ``student`` for lifelong compression); the parts a config lacks (an API run's record)
+    are left out, so an empty config gives an empty label.
+    """
+    parts = []
+    if config.get("benchmark"):
+        parts.append(f"{config['benchmark']}" + (f" ({config['scenario']} scenario)" if config.get("scenario") else ""))
+    elif config.get("scenario"):
+        parts.append(f"{config['scenario']} scenario")
+    if config.get("strategy"):
+        parts.append(str(config["strategy"]) + (f" -> student {config['student']}" if config.get("student") else ""))
+    if config.get("seed") is not None:
+        parts.append(f"seed {config['seed']}")
+    return ", ".join(parts)
+
+
 class Logger(Protocol):
     """Receives the run's config once, one report per experience, then ``close``.
 

@@ -6,13 +6,16 @@ The only module that imports ``SummaryWriter``. Tags:
 * ``metrics/{name}``: average_accuracy, forgetting, backward_transfer, forward_transfer, ...;
 * ``robustness/{mean_corrupted_accuracy, relative_robustness, corrupted_forgetting, clean_accuracy}``
   and ``robustness/corruption/{name}``;
-* ``compression/{ratio name}`` and ``compression/{parameters, state_bytes, ...}``;
+* ``compression/{ratio name}`` and ``compression/{parameters, state_bytes, ...}``, only when the
+  run has a reference model (``--reference-model``, a compression run's teacher): without one
+  every ratio is 1 and every size a constant (:func:`has_reference`);
 * ``instruments/{class_forgetting, negative_flip_rate, cka_previous, cka_first}`` and
   ``per_class_accuracy/experience_{j}/class_{i}`` (position ``i`` in the experience's classes);
 * figures ``accuracy_matrix`` and ``robustness_grid``, and after the last experience
   ``confusion_matrix`` and ``representation_drift``; text ``config``; hparams at close:
   the config's settings that change the numbers (:func:`hparams`), with the strategy options
-  flattened (``temperature``, ``alpha``, ...);
+  flattened (``temperature``, ``alpha``, ...); text ``run_name``: what the run is (benchmark,
+  scenario, strategy, seed: :func:`lifelong_kd.loggers.base.run_label`), also in the figures' titles;
 * ``stability/{min_accuracy, worst_case_accuracy, final_accuracy, windowed_forgetting_{w}}`` at
   experience steps, and ``continual/{experience_{j}, average}`` (continual evaluation) stepped by
   the global iteration in the sub-run ``tensorboard/continual`` (its own purge step);
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong_kd.evaluation.report import EvalReport, json_safe
+from lifelong_kd.loggers.base import run_label
 from lifelong_kd.loggers.figures import accuracy_matrix_figure, confusion_matrix_figure, drift_figure, robustness_figure
 
 
@@ -45,6 +49,15 @@ def _hparam(value: Any) -> bool | int | float | str | None:
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, (bool, int, float, str)) for v in value):
         return ",".join(str(v) for v in value)
     return None
+
+
+def has_reference(compression: Mapping[str, Any] | None) -> bool:
+    """Whether a report's compression measurements compare the model with another (a reference model).
+
+    Without ``--reference-model`` the evaluator measures the model against itself: its
+    ``reference`` measurements are the model's own and every ratio is 1.
+    """
+    return bool(compression) and compression.get("reference") != compression.get("model")
 
 
 def hparams(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
@@ -81,6 +94,7 @@ class TensorBoardLogger:
         self.continual_writer_ = None
         self.first_step_ = 0
         self.config_: dict[str, Any] = {}
+        self.label_ = ""
         self.last_: EvalReport | None = None
 
     @property
@@ -101,9 +115,12 @@ class TensorBoardLogger:
         """The run config as a JSON text block; events at ``first_step`` and later are replaced."""
         self.first_step_ = first_step
         self.config_ = json_safe(dict(config))
+        self.label_ = run_label(self.config_)
         writer = self._writer()  # made now, so its purge comes before anything it logs
         if first_step == 0:  # a resumed run keeps the text logged at step 0
             writer.add_text("config", "```\n" + json.dumps(self.config_, indent=2) + "\n```", 0)
+            if self.label_:
+                writer.add_text("run_name", self.label_ + (f" ({self.config_['out']})" if self.config_.get("out") else ""), 0)
 
     def _scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
         for name, value in values.items():
@@ -118,7 +135,7 @@ class TensorBoardLogger:
         if report.robustness:
             self._scalars("robustness", report.robustness, step)
             self._scalars("robustness/corruption", report.robustness.get("per_corruption", {}), step)
-        if report.compression:
+        if has_reference(report.compression):
             self._scalars("compression", report.compression.get("ratios", {}), step)
             self._scalars("compression/model", report.compression.get("model", {}), step)
         self._scalars("timing", {"eval_seconds": report.eval_seconds}, step)
@@ -128,9 +145,9 @@ class TensorBoardLogger:
         if report.instruments:
             self._instruments(report.instruments, step, last=step == len(report.accuracy) - 1)
         if self.figures:
-            self._writer().add_figure("accuracy_matrix", accuracy_matrix_figure(report.accuracy_matrix), step)
+            self._writer().add_figure("accuracy_matrix", accuracy_matrix_figure(report.accuracy_matrix, self.label_), step)
             if report.robustness:
-                self._writer().add_figure("robustness_grid", robustness_figure(report.robustness, step), step)
+                self._writer().add_figure("robustness_grid", robustness_figure(report.robustness, step, self.label_), step)
         self._writer().flush()
         self.last_ = report
 
@@ -143,10 +160,10 @@ class TensorBoardLogger:
         for j, row in enumerate(instruments.get("per_class_accuracy", [])):
             self._scalars(f"per_class_accuracy/experience_{j}", {f"class_{i}": value for i, value in enumerate(row)}, step)
         if self.figures and last:
-            confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], step)
+            confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], step, self.label_)
             self._writer().add_figure("confusion_matrix", confusion, step)
             if drift:
-                self._writer().add_figure("representation_drift", drift_figure(drift["cka_matrix"]), step)
+                self._writer().add_figure("representation_drift", drift_figure(drift["cka_matrix"], self.label_), step)
 
     def _continual(self, curve: Mapping[str, Any], stability: Mapping[str, Any], step: int) -> None:
         """The stability metrics at ``step``; the curve's points of experience ``step`` at their global iterations, in the sub-run ``continual``.
