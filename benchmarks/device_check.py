@@ -14,8 +14,10 @@ CPU run within 2 points; two ``--deterministic`` runs repeat bit for bit; ``fp16
 gradient scaler) and ``bf16`` (if the GPU has it) finish within 5 points of ``fp32``; a run
 stopped on the GPU resumes on the CPU and the reverse; ``--data-on-device`` gives the
 per-minibatch numbers; the default robustness suite, EWC and a lifelong-compression run
-(pruned and int8 members) run on the device; with two or more GPUs, ``torchrun`` over all
-of them (NCCL) agrees with one GPU within 0.5 points.
+(pruned and int8 members) run on the device; the replay-memory strategies (ER, DER++, iCaRL,
+LUCIR, BiC; class-incremental) run on the device within 5 points of the CPU with the same
+memory size; with two or more GPUs, ``torchrun`` over all of them (NCCL) agrees with one GPU
+within 0.5 points, for LwF and for DER++ (memories gathered over NCCL).
 
 **Speed**: the speed protocol (permuted-MNIST, MLP 784-1000-1000-10, LwF, batch 128, one
 epoch per experience) and split-CIFAR-10 with the reduced ResNet-18, on one GPU in fp32 and
@@ -45,6 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "benchmarks" / "output" / "device_check.json"
 STREAM = ["--benchmark", "split-digits", "--train-size", "100", "--test-size", "60", "--epochs", "3", "--batch-size", "32", "--model", "mlp:64", "--quiet"]
 TINY = [*STREAM, "--shifts", "none", "--strategy", "lwf"]
+# The replay-memory strategies (issue 14), class-incremental, on the same tiny stream.
+MEMORY = [*STREAM, "--shifts", "none", "--scenario", "class", "--buffer-size", "50"]
+MEMORY_STRATEGIES = ("er", "derpp", "icarl", "lucir", "bic")
 # Speed protocol (benchmarks/speed_vs_avalanche.py): permuted-MNIST, MLP 1000-1000, LwF T=2, batch 128, one epoch.
 SPEED = {
     "permuted-mnist mlp:1000,1000": ["--benchmark", "permuted-mnist", "--scenario", "domain", "--n-experiences", "5", "--model", "mlp:1000,1000",
@@ -182,15 +187,30 @@ def check_everything_on_device(root: Path, device: str) -> str:
     return f"default robustness suite, EWC, compression ({', '.join(compression['models'])}) ran"
 
 
+def check_memory_on_device(root: Path, device: str) -> str:
+    """Each memory strategy on the device (replay, herding, class means, BiC's held-out set) agrees with a CPU run."""
+    found = []
+    for strategy in MEMORY_STRATEGIES:
+        on_device = run(root / strategy, [*MEMORY, "--strategy", strategy, "--device", device])
+        on_cpu = run(root / f"{strategy}-cpu", [*MEMORY, "--strategy", strategy, "--device", "cpu"])
+        assert on_device["memory_bytes"] == on_cpu["memory_bytes"], f"{strategy}: memory of {on_device['memory_bytes']} bytes, {on_cpu['memory_bytes']} on the CPU"
+        assert abs(average(on_device) - average(on_cpu)) <= 0.05, f"{strategy}: average accuracy {average(on_device):.4f} on {device}, {average(on_cpu):.4f} on cpu"
+        found.append(f"{strategy} {average(on_device):.4f} ({average(on_cpu):.4f})")
+    return "average accuracy on the device (on the CPU): " + ", ".join(found)
+
+
 def check_data_parallel(root: Path, device: str, gpus: int) -> str:
     processes = gpus if device == "cuda" else 2
-    one = run(root / "one", [*TINY, "--device", device])
-    many = run(root / "many", [*TINY, "--device", device], processes)
-    hardware = many["setup"]["hardware"]
-    assert hardware["processes"] == processes, hardware
-    gap = abs(average(many) - average(one))
-    assert gap <= 0.005, f"{processes} processes: average accuracy {average(many):.4f}, one process {average(one):.4f}"
-    return f"{processes} processes ({hardware['backend']}) within {gap * 100:.2f} points of one"
+    gaps = []
+    for name, arguments in (("lwf", TINY), ("derpp", [*MEMORY, "--strategy", "derpp"])):
+        one = run(root / f"{name}-one", [*arguments, "--device", device])
+        many = run(root / f"{name}-many", [*arguments, "--device", device], processes)
+        hardware = many["setup"]["hardware"]
+        assert hardware["processes"] == processes, hardware
+        gap = abs(average(many) - average(one))
+        assert gap <= 0.005, f"{name}, {processes} processes: average accuracy {average(many):.4f}, one process {average(one):.4f}"
+        gaps.append(f"{name} within {gap * 100:.2f} points of one")
+    return f"{processes} processes ({hardware['backend']}): " + ", ".join(gaps)
 
 
 def run_checks(device: str, gpus: int) -> list[dict[str, Any]]:
@@ -202,6 +222,7 @@ def run_checks(device: str, gpus: int) -> list[dict[str, Any]]:
         ("checkpoint moves", lambda root: check_checkpoint_moves(root, device)),
         ("data on device", lambda root: check_data_on_device(root, device)),
         ("robustness, EWC, compression", lambda root: check_everything_on_device(root, device)),
+        ("memory strategies", lambda root: check_memory_on_device(root, device)),
     ]
     if device == "cpu" or gpus >= 2:
         checks.append(("data parallel", lambda root: check_data_parallel(root, device, gpus)))
