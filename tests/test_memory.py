@@ -213,3 +213,17 @@ def test_last_of_each_group_and_sampling_among_candidates():
     candidates = torch.nonzero(~last).flatten()
     draw = memory.sample(100, torch.Generator().manual_seed(1), candidates)
     assert sorted(draw.slot.tolist()) == candidates.tolist()
+
+
+def test_a_selection_of_read_samples_keeps_every_field_and_extra_aligned():
+    memory = ReplayMemory(10)
+    ids = torch.arange(8)
+    memory.add(ids[:, None], ids % 3, ids % 2, 4, torch.Generator(), {"logits": ids[:, None].float().repeat(1, 3)})
+    stored = memory.read()
+    for rows in (slice(2, 5), torch.tensor([6, 0, 3])):
+        part = stored.select(rows)
+        expected = ids[rows]
+        assert part.x.flatten().tolist() == expected.tolist() == part.slot.tolist()
+        assert part.y.tolist() == (expected % 3).tolist() and part.task_id.tolist() == (expected % 2).tolist()
+        assert part.experience.tolist() == [4] * len(expected)
+        assert torch.equal(part.extras["logits"][:, 1], expected.float())
