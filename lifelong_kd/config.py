@@ -63,6 +63,8 @@ class RunConfig:
     probe_samples: int | None = 256  # test samples per experience of the continual-evaluation probe (the paper's code: 1,000)
     reference_model: str | None = None  # run folder of a reference (teacher) for compression ratios
     tensorboard: bool = True
+    csv: bool = False  # <out>/metrics.csv: one row per experience (off: results.json and metrics.jsonl hold the same numbers)
+    wandb: str | None = None  # Weights & Biases project to log to (None: off; needs the [wandb] extra)
     student: str | None = None  # lifelong compression: small model spec (e.g. mlp:100,100) distilled from --model
     teacher: str | None = None  # lifelong compression: run folder of a finished teacher instead of training --model
     prune: tuple[float, ...] = (0.5, 0.8, 0.9)  # sparsities of the pruned-teacher baselines (Han et al. 2015: ~90%)

@@ -49,7 +49,7 @@ MODELS = "models"
 FORMAT = "lifelong_kd.run/1"
 # Files and folders a run writes; what --overwrite removes, and what marks a folder as holding a run.
 RUN_FILES = (CHECKPOINT, RESULTS, METRICS, "tensorboard", MODELS, "accuracy_matrix.png", "forgetting_curves.png", "robustness.png",
-             "confusion_matrix.png", "per_class_accuracy.png", "representation_drift.png", "stability_curve.png")
+             "confusion_matrix.png", "per_class_accuracy.png", "representation_drift.png", "stability_curve.png", "metrics.csv", "wandb")
 
 
 class RunFolderError(RuntimeError):

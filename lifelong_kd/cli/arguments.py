@@ -119,6 +119,8 @@ def _add_output_arguments(add: Any) -> None:
     add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last finished experience")
     add("--overwrite", action=argparse.BooleanOptionalAction, help="replace a finished run in --out (a new run; --resume continues one)")
     add("--tensorboard", action=argparse.BooleanOptionalAction, help="write TensorBoard event files (default on)")
+    add("--csv", action=argparse.BooleanOptionalAction, help="also write <out>/metrics.csv: one row per experience (accuracies and metrics in %%, loss terms; default off)")
+    add("--wandb", metavar="PROJECT", help='also log to this Weights & Biases project (pip install "lifelong-kd[wandb]"; WANDB_MODE=offline: no network)')
     add("--quiet", action=argparse.BooleanOptionalAction, help="no banner and no progress (bar, or lines every 30 s without a terminal); results and errors stay")
 
 
@@ -184,6 +186,7 @@ def make_parser() -> argparse.ArgumentParser:
     report_parser = commands.add_parser("report", help="compare finished runs side by side")
     report_parser.add_argument("runs", nargs="+", help="run folders (holding results.json)")
     report_parser.add_argument("--by-seed", action="store_true", help="also one row per configuration: mean ± std over the runs that differ only by seed")
+    report_parser.add_argument("--csv", metavar="FILE", help="also write the table to FILE as CSV (same columns and units, unrounded)")
     sweep_parser = commands.add_parser("sweep", help="seeds x grids of run options, each a run folder; a mean ± std table", usage="%(prog)s [SWEEP.toml] [options] [-- RUN OPTIONS]")
     _add_sweep_arguments(sweep_parser)
     for command in (run_parser, list_parser, report_parser, sweep_parser):
@@ -336,8 +339,9 @@ def restored_values(saved: Mapping[str, Any], out: str) -> dict[str, Any]:
     """RunConfig values of a saved configuration, type-checked like a config file's.
 
     Options that do not change the numbers (:data:`lifelong_kd.pipeline.VOLATILE_KEYS`: ``--out``,
-    ``--quiet``, ``--device``, ...) keep their defaults, except ``tensorboard`` (a resumed run
-    keeps writing what it wrote); strategy options are merged by :func:`config_from_args`.
+    ``--quiet``, ``--device``, ...) keep their defaults, except the loggers ``tensorboard``, ``csv``
+    and ``wandb`` (a resumed run keeps writing what it wrote); strategy options are merged by
+    :func:`config_from_args`.
 
     Raises:
         UsageError: A saved value has the wrong type (the folder's files were edited or damaged).
@@ -347,7 +351,7 @@ def restored_values(saved: Mapping[str, Any], out: str) -> dict[str, Any]:
     hints = typing.get_type_hints(RunConfig)
     restored: dict[str, Any] = {}
     for key in field_names():
-        if key not in saved or (key in VOLATILE_KEYS and key != "tensorboard"):
+        if key not in saved or (key in VOLATILE_KEYS and key not in ("tensorboard", "csv", "wandb")):
             continue
         value = saved[key]
         where = f"The saved configuration of {out}: key {key!r} (give --{key.replace('_', '-')} explicitly)"

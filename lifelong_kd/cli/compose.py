@@ -140,8 +140,14 @@ def make_trainer(config: RunConfig) -> Any:
     return AvalancheTrainer()
 
 
-def run_loggers(folder: Path, config: RunConfig, figures: bool) -> list[Any]:
-    """Loggers writing into ``folder``: figures (PNG) and TensorBoard events, as the config asks."""
+def run_loggers(folder: Path, config: RunConfig, figures: bool, member: str | None = None) -> list[Any]:
+    """Loggers writing into ``folder``: figures (PNG), TensorBoard events, ``metrics.csv`` and a W&B run, as the config asks.
+
+    ``member`` names the model of a lifelong-compression run the loggers are for (its W&B run is named after it).
+
+    Raises:
+        UsageError: ``--wandb`` without the wandb package.
+    """
     loggers: list[Any] = []
     if figures:
         from lifelong_kd.loggers.figures import FigureLogger
@@ -151,6 +157,16 @@ def run_loggers(folder: Path, config: RunConfig, figures: bool) -> list[Any]:
         from lifelong_kd.loggers.tensorboard import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(folder))
+    if config.csv:
+        from lifelong_kd.loggers.csv import CSVLogger
+
+        loggers.append(CSVLogger(folder))
+    if config.wandb:
+        from lifelong_kd.loggers.wandb import INSTALL, WandbLogger, wandb_available
+
+        if not wandb_available():
+            raise UsageError(f"--wandb {config.wandb} needs the wandb package, which is not installed: {INSTALL} (or drop --wandb).")
+        loggers.append(WandbLogger(folder, config.wandb, member=member))
     return loggers
 
 
@@ -195,7 +211,7 @@ def execute_compression(config: RunConfig) -> dict[str, Any]:
     members = compression_run.compression_members(
         stream, teacher, student, build_strategy("compress", student_options), teacher_strategy,
         functools.partial(Evaluator, **options), config.prune, True, config.student_alone,
-        lambda name: run_loggers(out / "models" / name, config, figures=False),
+        lambda name: run_loggers(out / "models" / name, config, figures=False, member=name),
     )
     if not config.quiet and distributed.is_main():
         sizes = " vs ".join(f"{sum(p.numel() for p in m.parameters()):,}" for m in (teacher, student))

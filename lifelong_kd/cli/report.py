@@ -116,7 +116,7 @@ def report_rows(run_dirs: Sequence[str]) -> tuple[list[dict[str, Any]], list[str
 
 
 def summary_row(run_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    """The report row of one finished run."""
+    """The report row of one finished run (fractions and ratios as recorded; :func:`shown_row` converts them)."""
     config, metrics, timing = results["config"], results["metrics"], results.get("timing") or {}
     robustness = results.get("robustness") or {}
     ratios = (results.get("compression") or {}).get("ratios", {})
@@ -125,6 +125,8 @@ def summary_row(run_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
         "benchmark": config.get("benchmark"),
         "scenario": config.get("scenario"),
         "strategy": config.get("strategy"),
+        "engine": config.get("engine") or "lifelong-kd",  # runs recorded before the option existed used ours
+        "seed": config.get("seed"),
         "exps": results["finished_experiences"],
         "avg_acc": metrics.get("average_accuracy"),
         "forgetting": metrics.get("forgetting"),
@@ -141,23 +143,68 @@ def summary_row(run_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# Report columns recorded as fractions, shown (table and CSV) in percent: one unit for every accuracy-like number.
+PERCENT_COLUMNS = ("avg_acc", "forgetting", "bwt", "fwt", "corrupted_acc", "rel_robustness", "corrupted_forgetting", "acc_kept")
+# Report columns that are factors: the reference model's size or FLOPs over the run's.
+FACTOR_COLUMNS = ("param_ratio", "flops_ratio")
+# The units line printed above the table.
+UNITS = (
+    "units: avg_acc, forgetting, bwt, fwt, corrupted_acc, rel_robustness, corrupted_forgetting and acc_kept in % "
+    "(forgetting, bwt and fwt in percentage points); param_ratio and flops_ratio: reference / model (x); train_s and eval_s in seconds"
+)
+
+
+def column_title(key: str) -> str:
+    """A column's name with its unit: ``avg_acc_%``, ``param_ratio_x``, ``train_s``."""
+    return f"{key}_%" if key in PERCENT_COLUMNS else f"{key}_x" if key in FACTOR_COLUMNS else key
+
+
+def shown_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with fractions in percent and every key titled with its unit (the values of the table and the CSV)."""
+    return {column_title(key): 100 * value if key in PERCENT_COLUMNS and value is not None else value for key, value in row.items()}
+
+
 def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A Markdown table; fractions shown in percent, seconds with one decimal."""
-    headers = list(rows[0])
-    percent = {"avg_acc", "forgetting", "bwt", "fwt", "corrupted_acc", "corrupted_forgetting"}
+    """A Markdown table in the units of :data:`UNITS`: percent with two decimals, factors with two, seconds with one."""
+    shown = [shown_row(row) for row in rows]
+    headers = list(shown[0])
 
     def cell(key: str, value: Any) -> str:
         if value is None:
             return "-"
-        if key in percent:
-            return f"{100 * value:.2f}"
-        if key.endswith(("ratio", "kept", "robustness")):
+        if key.endswith(("_%", "_x")):
             return f"{value:.2f}"
         return f"{value:.1f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(k, row[k]) for k in headers) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(k, row[k]) for k in headers) + " |" for row in shown]
     return "\n".join(lines)
+
+
+def format_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as CSV: the table's columns and units, values unrounded (empty when not measured)."""
+    import csv
+    import io
+
+    shown = [shown_row(row) for row in rows]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(shown[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in shown)
+    return buffer.getvalue()
+
+
+def write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write :func:`format_csv` to ``path`` atomically.
+
+    Raises:
+        UsageError: ``path`` is a folder.
+    """
+    from lifelong_kd.files import write_atomic
+
+    if Path(path).is_dir():
+        raise UsageError(f"--csv {path} is a folder; give the path of the CSV file to write (e.g. {Path(path) / 'report.csv'}).")
+    write_atomic(path, format_csv(rows).encode())
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -167,7 +214,11 @@ def command_report(args: argparse.Namespace) -> int:
         log.warning(f"note: {note}")
     if not rows:
         raise UsageError(f"None of the {len(args.runs)} folder(s) given holds a finished run; wait for them to finish or resume them.")
+    log.info(UNITS)
     log.info(format_rows(rows))
+    if getattr(args, "csv", None):
+        write_csv(args.csv, rows)
+        log.info(f"CSV written to {args.csv}")
     if args.by_seed:  # runs that differ only by seed: one row of mean ± std each (lifelong_kd.cli.sweep)
         from lifelong_kd.cli.sweep import aggregate, format_markdown, group_by_configuration
 
