@@ -218,10 +218,31 @@ def draw_curves(suite_name: str, records: list[dict]) -> str:
 
     matrices = {m: [r["accuracy_matrix"] for r in records if r["method"] == m] for m in METHODS}
     seeds = sorted({r["seed"] for r in records})
-    title = f"{suite_name}: mean over seeds {','.join(map(str, seeds))}"
+    suite = SUITES[suite_name]
+    title = f"{suite.benchmark} ({suite.scenario} scenario): mean ± std over seeds {','.join(map(str, seeds))}"
     name = f"{suite_name.replace('-', '_')}_curves.png"
     write_atomic(IMAGES / name, figure_png(method_curves_figure({m: v for m, v in matrices.items() if v}, title)))
+    draw_matrices(suite_name, records)
     return name
+
+
+# Per-method accuracy matrices of seed 0 that the suites' notes show: image name part -> method.
+MATRIX_IMAGES = {"finetune": "Finetune", "lwf": "LwF", "lwf-t2": "LwF (T^2)", "multi-teacher": "MultiTeacher"}
+
+
+def draw_matrices(suite_name: str, records: list[dict]) -> None:
+    """Redraw the seed-0 accuracy matrices the notes show (``docs/images/<suite>_<method>_accuracy_matrix.png``), titled and masked."""
+    from lifelong_kd.files import write_atomic
+    from lifelong_kd.loggers.base import run_label
+    from lifelong_kd.loggers.figures import accuracy_matrix_figure, figure_png
+
+    suite = SUITES[suite_name]
+    for part, method in MATRIX_IMAGES.items():
+        path = IMAGES / f"{suite_name.replace('-', '_')}_{part}_accuracy_matrix.png"
+        record = next((r for r in records if r["method"] == method and r["seed"] == 0), None)
+        if path.exists() and record is not None:
+            label = run_label({"benchmark": suite.benchmark, "scenario": suite.scenario, "strategy": method, "seed": 0})
+            write_atomic(path, figure_png(accuracy_matrix_figure(record["accuracy_matrix"], label)))
 
 
 def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> str:
@@ -229,7 +250,7 @@ def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> s
     suite = SUITES[suite_name]
     first = records[0]
     data = "CIFAR-10 **JPEG copy** (`../shared/data/cifar10-jpeg`)" if suite.benchmark == "split-cifar10" else "real MNIST"
-    commands = "\n".join(sorted({r["command"] for r in records}))
+    commands = "\n".join(sorted({r["command"].replace(f"--data-root {DEFAULT_DATA}", f"--data-root {DOCUMENTED_DATA_ROOT}") for r in records}))  # older records hold this machine's path
     wall = sum(r["wall_seconds"] for r in records) / 60
     subset = f", {first['train_size']} training images per experience (seeded subsample)" if first.get("train_size") else ", all training images"
     samples = recorded_option(first, "--robustness-samples") or args.robustness_samples
@@ -241,7 +262,7 @@ def section(suite_name: str, records: list[dict], args: argparse.Namespace) -> s
         f"Hardware: {first.get('hardware') or hardware()}; total wall time {wall:.0f} min.\n\n"
         f"{table(records, suite.published)}\n\n"
         f"Average accuracy on the experiences seen so far and forgetting after each experience, per method "
-        f"(mean over seeds):\n\n![{suite_name} curves](images/{draw_curves(suite_name, records)})\n\n"
+        f"(mean over seeds; shaded band: ± the sample standard deviation):\n\n![{suite_name} curves](images/{draw_curves(suite_name, records)})\n\n"
         f"{notes(suite_name)}Commands ({suite_commands(suite_name, records)}):\n\n"
         f"```\n{commands}\n```\n"
     )
