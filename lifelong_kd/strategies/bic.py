@@ -128,6 +128,7 @@ class BiC(Strategy):
         self._teacher_state: dict[str, Tensor] | None = None
         self._held_out = torch.zeros(0, dtype=torch.long)
         self._validation = torch.zeros(0, dtype=torch.bool)
+        self._part: tuple[Experience, Experience] | None = None
 
     @property
     def memory_(self) -> ReplayMemory:
@@ -160,7 +161,7 @@ class BiC(Strategy):
         self._active_classes = self._knowledge().learn(experience).n_classes
         if self.teacher_ is None and self._teacher_state is not None:
             self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
-        self._held_out = torch.zeros(0, dtype=torch.long)
+        self._held_out, self._part = torch.zeros(0, dtype=torch.long), None
         self._validation = torch.zeros(len(self.memory_), dtype=torch.bool)
         if self._old_classes() > 0 and len(self.memory_):
             per_class = max(1, round(self.validation_fraction * self.buffer_size / self._active_classes))
@@ -179,11 +180,14 @@ class BiC(Strategy):
         return [self._training_part(experience)]
 
     def _training_part(self, experience: Experience) -> Experience:
+        """``experience`` without the held-out samples (made once per experience: every step asks for its size)."""
         if len(self._held_out) == 0 or self._experience is None or experience.index != self._experience.index:
             return experience
-        keep = torch.ones(len(experience.train), dtype=torch.bool)
-        keep[self._held_out] = False
-        return replace(experience, train=Split(experience.train.x[keep], experience.train.y[keep]))
+        if self._part is None or self._part[0] is not experience:
+            keep = torch.ones(len(experience.train), dtype=torch.bool)
+            keep[self._held_out] = False
+            self._part = (experience, replace(experience, train=Split(experience.train.x[keep], experience.train.y[keep])))
+        return self._part[1]
 
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """Stage 1 on the batch and replayed (non-held-out) exemplars, minus the loop's cross-entropy."""
@@ -230,7 +234,7 @@ class BiC(Strategy):
         features = rehearsal.training_features(model, experience).cpu()
         task_ids = torch.full_like(experience.train.y, experience.task_id)
         self.memory_.update_groups(experience.train.x, experience.train.y, task_ids, experience.index, features=features)
-        self._held_out, self._validation = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool)
+        self._held_out, self._validation, self._part = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool), None
 
     @torch.no_grad()
     def _validation_logits(self, model: nn.Module, experience: Experience) -> tuple[Tensor, Tensor]:
