@@ -353,6 +353,11 @@ def cell(records: list[dict[str, Any]], field: str) -> str:
     return mean_std([r[field] for r in records if r.get(field) is not None])
 
 
+def number(value: float | None) -> str:
+    """A published value with two decimals, or ``-``."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def gap(records: list[dict[str, Any]], field: str, published: float | None) -> str:
     """Ours minus the paper, in points (mean over seeds)."""
     values = [100 * r[field] for r in records if r.get(field) is not None]
@@ -388,8 +393,8 @@ def comparison_table(protocol: str, records: list[dict[str, Any]]) -> str:
             continue
         paper_class, paper_task = PUBLISHED[protocol].get((method, buffer), (None, None))
         rows.append([
-            "-" if buffer < 0 else buffer, LABELS[method], cell(classes, "average_accuracy"), paper_class or "-",
-            gap(classes, "average_accuracy", paper_class), cell(classes, "task_il_masked"), paper_task or "-",
+            "-" if buffer < 0 else buffer, LABELS[method], cell(classes, "average_accuracy"), number(paper_class),
+            gap(classes, "average_accuracy", paper_class), cell(classes, "task_il_masked"), number(paper_task),
             gap(classes, "task_il_masked", paper_task), cell(tasks, "average_accuracy"), cell(classes, "forgetting"),
             ",".join(str(r["seed"]) for r in sorted(classes, key=lambda r: r["seed"])) or "-",
         ])
