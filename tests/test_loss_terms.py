@@ -16,6 +16,7 @@ from lifelong_kd.cli import main
 from lifelong_kd.loggers.tensorboard import TensorBoardLogger
 from lifelong_kd.loss_terms import LossTermCurve
 from lifelong_kd.losses import entropy, feature_distance, kd_kl
+from lifelong_kd.run_folder import cpu_model
 from lifelong_kd.strategies.base import Strategy
 from lifelong_kd.strategies.compress import Compress
 from lifelong_kd.teacher import freeze_copy
@@ -193,6 +194,12 @@ def test_each_report_holds_the_terms_per_experience_and_every_window(lwf_run):
             assert parts == pytest.approx(loss, rel=1e-5), iteration
     lines = [json.loads(line) for line in (lwf_run / "metrics.jsonl").read_text().splitlines()[1:]]
     assert [line["training"] for line in lines] == [report["training"] for report in results["reports"]]
+
+
+def test_results_record_the_cpu_model_and_the_device(lwf_run):
+    results = json.loads((lwf_run / "results.json").read_text())
+    assert results["timing"]["machine"]["cpu"] == cpu_model() and cpu_model()
+    assert results["setup"]["hardware"]["device"] == "cpu" and "gpu" not in results["setup"]["hardware"]  # a GPU's name on CUDA
 
 
 def test_tensorboard_holds_one_curve_per_term(lwf_run):

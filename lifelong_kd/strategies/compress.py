@@ -148,7 +148,7 @@ class Compress(Strategy):
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """Extra label, teacher, hint and self-distillation terms (see the class docstring), each recorded by name."""
         self._step_projection()
-        terms = {}
+        terms: dict[str, Tensor] = {}
         if self.label_weight != 1.0:
             terms["labels"] = (self.label_weight - 1.0) * F.cross_entropy(output.logits, batch.y)
         if self._uses_teacher():
