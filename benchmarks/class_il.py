@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results_doc import DEFAULT_DATA, OUTPUT, ROOT, append_jsonl, hardware, markdown_table, mean_std, read_jsonl, write_section  # noqa: E402
+from results_doc import DEFAULT_DATA, DOCUMENTED_DATA_ROOT, OUTPUT, ROOT, append_jsonl, hardware, markdown_table, mean_std, read_jsonl, write_section  # noqa: E402
 
 LOG = OUTPUT / "class_il_runs.jsonl"
 QUICK_LOG = OUTPUT / "class_il_quick.jsonl"
@@ -230,7 +230,7 @@ def command(config: Any) -> str:
     parts += [f"--{key.replace('_', '-')} {value}" for key, value in config.strategy_options.items()]
     if config.shifts == "none":
         parts.append("--shifts none --no-instruments --drift-samples 0")
-    return "lifelong-kd run " + " ".join(parts) + " --data-root DATA"
+    return "lifelong-kd run " + " ".join(parts) + f" --data-root {DOCUMENTED_DATA_ROOT}"
 
 
 def task_il_masked(config: Any) -> float:
@@ -502,7 +502,7 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{notes('class-il')}" + "\n\n".join(parts) + f"\n\n{notes('class-il-reading')}"
         + f"Hardware: {records[-1].get('hardware') if records else hardware()}. Rebuilt from "
         f"`{LOG.relative_to(ROOT)}` by `python benchmarks/run.py class-il --table-only --write-results`.\n\n"
-        f"Commands (one line per configuration; DATA = `../shared/data`):\n\n```\n{commands(used, args)}\n```\n"
+        f"Commands (one line per configuration):\n\n```\n{commands(used, args)}\n```\n"
     )
 
 
