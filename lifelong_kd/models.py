@@ -36,10 +36,17 @@ class CosineLinear(nn.Module):
     r"""Cosine-normalised linear layer (Hou et al. 2019, LUCIR, Eq. 4).
 
     .. math::
-        z_c = \sigma \, \frac{\langle w_c, f \rangle}{\|w_c\| \, \|f\|}
+        z_c = \sigma \, \frac{\langle w_c, f \rangle}{\|w_c\| \, \|f\|}, \qquad \sigma = e^{s}
 
-    with a learned scale ``sigma`` (initialised to 1, as LUCIR's code and FACIL). Logits are
-    bounded by ``sigma``, so old and new classes' scores have comparable magnitudes.
+    with a learned scale ``sigma`` initialised to 1 (as LUCIR's code and FACIL). The
+    parameter is its logarithm ``s`` (``log_sigma``), so ``sigma`` stays positive: a
+    parameter holding ``sigma`` itself went negative on our split-CIFAR-10 budget (-2.75 after
+    five experiences), which turns every score upside down. At ``s = 0`` the gradient of
+    ``s`` equals the gradient of ``sigma``, so the first steps are the same. Logits are bounded
+    by ``sigma``, so old and new classes' scores have comparable magnitudes.
+
+    State dicts written with the earlier ``sigma`` key load (``sigma`` > 0 becomes
+    ``log(sigma)``); a non-positive one is refused with a clear error.
 
     Args:
         in_features: Feature width D.
@@ -50,7 +57,24 @@ class CosineLinear(nn.Module):
         super().__init__()
         bound = 1 / math.sqrt(in_features)  # nn.Linear's default range
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
-        self.sigma = nn.Parameter(torch.ones(1))
+        self.log_sigma = nn.Parameter(torch.zeros(1))  # sigma = 1 (Hou et al. 2019's code, FACIL)
+
+    @property
+    def sigma(self) -> Tensor:
+        """The scale ``exp(log_sigma)`` (1,), always positive."""
+        return self.log_sigma.exp()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        """Accept the earlier ``sigma`` key: ``log_sigma = log(sigma)``."""
+        old_key = prefix + "sigma"
+        if old_key in state_dict and prefix + "log_sigma" not in state_dict:
+            sigma = state_dict.pop(old_key)
+            if not bool((sigma > 0).all()):
+                raise ValueError(f"The checkpoint's cosine-head scale {old_key} = {sigma.flatten().tolist()} is not positive: it was "
+                                 "saved by a version whose sigma could go negative, which inverts every score. Retrain the model "
+                                 "with this version (sigma is now stored as log_sigma and stays positive).")
+            state_dict[prefix + "log_sigma"] = sigma.log()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def cosine(self, features: Tensor) -> Tensor:
         """Cosine similarities to every class weight (B, out_features), without ``sigma``."""

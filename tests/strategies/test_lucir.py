@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,15 +26,40 @@ def test_cosine_head_is_sigma_times_the_cosine_and_the_last_relu_is_gone():
     head = CosineLinear(2, 2)
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[2.0, 0.0], [1.0, 1.0]]))
-        head.sigma.fill_(3.0)
+        head.log_sigma.fill_(math.log(3.0))
     features = torch.tensor([[0.0, 5.0]])
     assert head(features)[0].tolist() == pytest.approx([0.0, 3.0 / 2**0.5])
     stream = digits("class")
     linear, cosine = small_model(stream), _cosine_model(stream)
     assert isinstance(linear.backbone[-1], torch.nn.ReLU) and not isinstance(cosine.backbone[-1], torch.nn.ReLU)
-    assert set(cosine.state_dict()) - set(linear.state_dict()) == {"head.sigma"}
+    assert set(cosine.state_dict()) - set(linear.state_dict()) == {"head.log_sigma"}
     with torch.no_grad():
         assert (cosine.features(stream[0].transform(stream[0].train.x)) < 0).any()
+
+
+def test_sigma_starts_at_one_and_stays_positive_when_gradient_steps_push_it_below_zero():
+    head = CosineLinear(2, 2)
+    assert head.sigma.item() == 1.0
+    features, labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 0])
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(2))  # every sample is nearest the wrong class: a smaller sigma lowers the loss
+    optimizer = torch.optim.SGD(head.parameters(), lr=1.0)
+    for _ in range(20):  # a parameter holding sigma itself ends below -1 after these 20 steps (its gradient is sigmoid(sigma))
+        optimizer.zero_grad()
+        F.cross_entropy(head(features), labels).backward()
+        head.weight.grad = None  # only the scale learns
+        optimizer.step()
+    assert 0 < head.sigma.item() < 0.5
+    assert (head(features).argmax(1) == torch.tensor([0, 1])).all()  # scores keep their order
+
+
+def test_state_dict_with_the_earlier_sigma_key_loads_and_a_negative_one_is_refused():
+    head = CosineLinear(2, 3)
+    state = {"weight": torch.ones(3, 2), "sigma": torch.tensor([2.5])}
+    head.load_state_dict(state)
+    assert head.sigma.item() == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="is not positive"):
+        head.load_state_dict({"weight": torch.ones(3, 2), "sigma": torch.tensor([-2.75])})
 
 
 def test_margin_ranking_hand_example():
