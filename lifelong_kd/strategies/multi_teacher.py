@@ -33,11 +33,20 @@ class MultiTeacher(Strategy):
     one earlier experience both equal :class:`~lifelong_kd.strategies.lwf.LwF`. Teacher
     outputs are cached per experience when batches are not augmented (as in LwF).
 
+    Memory and time: every teacher is a full copy of the model, kept in memory and in the
+    checkpoint, and each one runs a forward pass over every training sample of the next
+    experience, so without a cap both grow linearly with the number of experiences seen.
+    ``max_teachers=N`` keeps the ``N`` most recent snapshots (``k`` in the formula above then
+    runs over the last ``N`` earlier experiences): memory, checkpoint size and teacher
+    passes stay bounded. What a dropped teacher knew is still distilled through the later
+    snapshots, which learnt from it.
+
     Args:
         temperature: Softmax temperature T (2, Li & Hoiem 2016).
         alpha: Distillation weight: a number or one value per experience.
         scale_t2: Multiply the KL by T^2 (Hinton et al. 2015); False as in Li & Hoiem 2016.
         combine: ``"each"`` (one KL per teacher) or ``"average"`` (KL to the averaged logits).
+        max_teachers: Keep at most this many teachers, the most recent; None: every earlier snapshot.
     """
 
     name = "multi-teacher"
@@ -48,11 +57,13 @@ class MultiTeacher(Strategy):
         alpha: float | Sequence[float] = 1.0,  # Li & Hoiem 2016 (lambda_o = 1)
         scale_t2: bool = False,  # Li & Hoiem 2016 and Avalanche: no T^2
         combine: str = "each",
+        max_teachers: int | None = None,  # every earlier snapshot, as the method is defined; a number bounds memory on long streams
     ) -> None:
         self.temperature = temperature
         self.alpha = alpha
         self.scale_t2 = scale_t2
         self.combine = combine
+        self.max_teachers = max_teachers
         self.scenario_: str | None = None
         self.teachers_: list[nn.Module] = []
         self.knowledge_: list[Knowledge] = []
@@ -67,6 +78,8 @@ class MultiTeacher(Strategy):
         distill.check_alpha(self.alpha, 0)
         if self.combine not in COMBINE_MODES:
             raise ValueError(f"combine must be one of {', '.join(COMBINE_MODES)}, got {self.combine!r}.")
+        if self.max_teachers is not None and (isinstance(self.max_teachers, bool) or not isinstance(self.max_teachers, int) or self.max_teachers < 1):
+            raise ValueError(f"max_teachers must be a positive number of teachers (e.g. 5) or None for every earlier snapshot, got {self.max_teachers!r}.")
 
     def check_stream(self, stream: Stream) -> None:
         """Check the scenario and one ``alpha`` per experience, and record the scenario."""
@@ -107,10 +120,12 @@ class MultiTeacher(Strategy):
         return outputs
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
-        """Add the trained model as one more teacher."""
+        """Add the trained model as one more teacher; beyond ``max_teachers``, drop the oldest."""
         previous = self.knowledge_[-1] if self.knowledge_ else Knowledge(distill.require_scenario(self.scenario_))
         self.knowledge_.append(previous.learn(experience))
         self.teachers_.append(freeze_copy(model))
+        if self.max_teachers is not None:
+            self.knowledge_, self.teachers_ = self.knowledge_[-self.max_teachers :], self.teachers_[-self.max_teachers :]
         self.cache_ = None
 
     def state_dict(self) -> dict[str, Any]:

@@ -102,3 +102,47 @@ def test_knowledge_selects_old_heads_seen_classes_or_the_shared_head():
 def test_invalid_combine_is_a_clear_error():
     with pytest.raises(ValueError, match="combine must be one of each, average"):
         MultiTeacher(combine="max").check_stream(digits("task"))
+
+
+def _same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+
+
+def test_max_teachers_keeps_the_most_recent_snapshots_and_distils_from_them_alone():
+    stream = digits("task")
+    model, earlier_model = small_model(stream), small_model(stream)
+    capped, earlier = MultiTeacher(max_teachers=2), MultiTeacher(max_teachers=2)
+    train_through(model, capped, stream, last=3)
+    train_through(earlier_model, earlier, stream, last=2)  # the same run, stopped one experience sooner
+    assert len(capped.teachers_) == len(capped.knowledge_) == 2
+    assert _same_weights(capped.teachers_[0], earlier.teachers_[-1])  # the snapshot after experience 2
+    assert _same_weights(capped.teachers_[1], model)  # the snapshot after experience 3
+    capped.before_experience(model, stream[4])
+    batch = first_batch(stream, 4)
+    student = model.all_logits(batch.x)
+    with torch.no_grad():
+        targets = [teacher.all_logits(batch.x) for teacher in capped.teachers_]
+    expected = torch.stack([kd_kl(student[:, :known], target[:, :known], 2.0, False) for known, target in zip((3, 4), targets)]).mean()
+    assert _loss(capped, model, batch).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_capped_teachers_are_what_the_checkpoint_holds_and_restores():
+    stream = digits("task")
+    model = small_model(stream)
+    capped = MultiTeacher(max_teachers=1)
+    train_through(model, capped, stream, last=2)
+    state = capped.state_dict()
+    assert len(state["teachers"]) == len(state["knowledge"]) == 1
+    restored = MultiTeacher(max_teachers=1)
+    restored.check_stream(stream)
+    restored.load_state_dict(state)
+    batch = first_batch(stream, 3)
+    for strategy in (capped, restored):
+        strategy.before_experience(model, stream[3])
+    assert _loss(restored, model, batch).item() == pytest.approx(_loss(capped, model, batch).item(), abs=1e-7)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_invalid_max_teachers_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="max_teachers must be a positive number of teachers"):
+        MultiTeacher(max_teachers=bad)
