@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from lifelong_kd.strategies.base import ModelOutput, Strategy
 
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("fp32", "bf16", "fp16")
+CROSS_ENTROPY_CLASSES = ("all", "seen")
 AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -53,7 +55,16 @@ class TrainConfig:
             2,000 on split-MNIST); None trains for ``epochs``.
         batch_size: Samples per minibatch (128 in van de Ven et al. 2019 and Avalanche examples).
         lr: Learning rate.
-        optimizer: ``"sgd"`` or ``"adam"``; a fresh optimiser per experience, as Avalanche does.
+        optimizer: ``"sgd"`` or ``"adam"``; a fresh optimiser per experience, as Avalanche does,
+            unless ``keep_optimizer``.
+        keep_optimizer: Carry the optimiser's state (Adam's moments and step count, SGD's
+            momentum) from one experience to the next, as one optimiser for the whole run
+            would (van de Ven et al. 2019's code: ``--optimizer adam``; their ``adam_reset`` is
+            our default, a fresh optimiser per experience). The run folder keeps the state.
+        cross_entropy_classes: ``"all"``: the cross-entropy covers every output of the
+            sample's head. ``"seen"``: in the class scenario, only the classes of the
+            experiences trained so far (van de Ven et al. 2019's "active classes"); outputs of
+            later classes get no gradient from it. No effect in the task and domain scenarios.
         momentum: SGD momentum (0.9, the common choice for split-CIFAR).
         weight_decay: L2 penalty (0: none of the reproduced papers use it).
         augment: Random crop (padding 4) and horizontal flip per sample, for colour images.
@@ -87,6 +98,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     augment: bool = False
     seed: int = 0
+    keep_optimizer: bool = False  # fresh optimiser per experience, as Avalanche; True: van de Ven et al. 2019's code
+    cross_entropy_classes: str = "all"  # every output; "seen": van de Ven et al. 2019's active classes (class scenario)
     eval_batch_size: int | None = None
     progress: bool = True
     precision: str = "fp32"
@@ -105,6 +118,7 @@ class TrainConfig:
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be non-negative, got {self.weight_decay}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (self.cross_entropy_classes in CROSS_ENTROPY_CLASSES, f"cross_entropy_classes must be one of {', '.join(CROSS_ENTROPY_CLASSES)}, got {self.cross_entropy_classes!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -189,6 +203,8 @@ class TrainingSet:
                 are still drawn for the whole minibatch, so each row gets the crop and flip
                 it gets in a single process, and every process's generator stays in step.
         """
+        if len(self.experiences) == 1 and rows is None:
+            return self._single_batch(index)
         positions, owners = self._arrange(index)
         if rows is not None and not self.augment:
             positions, owners = positions[rows], owners[rows]
@@ -207,6 +223,17 @@ class TrainingSet:
             groups, counts = torch.unique_consecutive(owners, return_counts=True)
         x, y, task_id = (distributed.to_device(t, self.device) for t in (x, y, task_id))
         return Batch(self._transform(x, groups.tolist(), counts.tolist()), y, task_id, positions, self.augment)
+
+    def _single_batch(self, index: Tensor) -> Batch:
+        """:meth:`batch` of a training set of one experience, in one process: the same samples, fewer operations."""
+        x, y = self.stored[0]
+        experience = self.experiences[0]
+        x = x[index.to(x.device)]
+        x = random_crop_flip(x, self.generator) if self.augment else x
+        y = y[index.to(y.device)]
+        task_id = torch.full((len(index),), experience.task_id, dtype=torch.long)
+        x, y, task_id = (distributed.to_device(t, self.device) for t in (x, y, task_id))
+        return Batch(experience.transform(x), y, task_id, index, self.augment)
 
     def _transform(self, x: Tensor, parts: list[int], counts: list[int]) -> Tensor:
         """Stored samples -> model inputs, each consecutive group of rows by its own experience's transform."""
@@ -298,6 +325,7 @@ def train_step(
     weight: float = 1.0,
     scaler: torch.amp.GradScaler | None = None,
     terms: dict[str, Tensor] | None = None,
+    seen_classes: Tensor | None = None,
 ) -> float:
     """Cross-entropy + strategy loss, backward, optimiser step; returns the loss.
 
@@ -314,27 +342,29 @@ def train_step(
             minibatch, :func:`lifelong_kd.distributed.shard_rows`); the returned loss is unweighted.
         scaler: Gradient scaler of float16 training (:func:`gradient_scaler`).
         terms: Filled with the loss's parts, detached on the device (:func:`loss_terms`); None: not kept.
+        seen_classes: Boolean mask (K,) of the outputs the cross-entropy covers (:func:`seen_class_mask`); None: all.
     """
-    with record_function("lkd.forward"):
+    with phase("lkd.forward"):
         output = forward(model, strategy.transform_batch(batch), network)
-    with record_function("lkd.loss"):
-        cross_entropy = F.cross_entropy(output.logits, batch.y)
-        extra = strategy.loss(model, batch, output)
-        loss = cross_entropy + extra
-        parts = loss_terms(strategy, cross_entropy, extra)
+    with phase("lkd.loss"):
+        logits = output.logits if seen_classes is None else output.logits.masked_fill(~seen_classes, float("-inf"))
+        cross_entropy = F.cross_entropy(logits, batch.y)
+        extra = strategy.loss(model, batch, output) if has_extra_loss(strategy) else None
+        loss = cross_entropy if extra is None else cross_entropy + extra
         if terms is not None:
-            terms.update(parts)
+            terms.update(loss_terms(strategy, cross_entropy, extra))
         value = loss.item()
     if not math.isfinite(value):
         raise NonFiniteLossError(
             f"loss became {value} (non-finite); lower --lr or check the strategy's weights. "
             "Every finished experience is kept in the run folder."
         )
-    with record_function("lkd.backward"):
+    with phase("lkd.backward"):
         optimizer.zero_grad(set_to_none=True)
-        weighted = loss if weight == 1.0 else loss * weight
+        scale = weight * strategy.loss_scale()
+        weighted = loss if scale == 1.0 else loss * scale
         (weighted if scaler is None else scaler.scale(weighted)).backward()
-    with record_function("lkd.optimizer"):
+    with phase("lkd.optimizer"):
         if scaler is None:
             optimizer.step()
         else:
@@ -343,16 +373,36 @@ def train_step(
     return value
 
 
-def loss_terms(strategy: Strategy, cross_entropy: Tensor, extra: Tensor) -> dict[str, Tensor]:
+def has_extra_loss(strategy: Strategy) -> bool:
+    """Whether ``strategy`` adds a loss term (overrides :meth:`~lifelong_kd.strategies.base.Strategy.loss`).
+
+    The base class's term is a zero: adding it changes neither the loss nor a gradient
+    (``x + 0 == x`` exactly), so the loop leaves it out, with its two operations per step.
+    """
+    return type(strategy).loss is not Strategy.loss
+
+
+def loss_terms(strategy: Strategy, cross_entropy: Tensor, extra: Tensor | None) -> dict[str, Tensor]:
     """The named parts of one step's loss, detached: ``cross_entropy``, then the strategy's terms.
 
     The terms the strategy recorded (:meth:`~lifelong_kd.strategies.base.Strategy.sum_terms`), or
-    its whole extra loss as one term named after it; none for a strategy without an extra loss.
+    its whole extra loss as one term named after it; none for a strategy without an extra loss
+    (``extra`` None).
     """
     recorded = strategy.recorded_terms()
     if recorded is None:
-        recorded = {} if type(strategy).loss is Strategy.loss else {strategy.name: extra.detach()}
+        recorded = {} if extra is None or not has_extra_loss(strategy) else {strategy.name: extra.detach()}
     return {"cross_entropy": cross_entropy.detach(), **recorded}
+
+
+def phase(label: str) -> AbstractContextManager:
+    """``record_function(label)`` while a profiler records (``torch.profiler``), else nothing.
+
+    Entering a ``record_function`` costs a dispatcher call even with no profiler running
+    (several per step, a few percent of a small model's step), so the labels exist only
+    when someone reads them (``benchmarks/profile_runs.py``).
+    """
+    return record_function(label) if torch._C._autograd._profiler_enabled() else nullcontext()
 
 
 def train_experience(
@@ -362,8 +412,12 @@ def train_experience(
     experience: Experience,
     config: TrainConfig,
     on_step: Callable[[int, int], None] | None = None,
-) -> dict[str, float]:
+    optimizer_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``model`` on one experience (the hooks are the caller's).
+
+    ``optimizer_state``, when given, is loaded into the new optimiser (``keep_optimizer``:
+    the state the previous experience ended with, returned as ``"optimizer_state"``).
 
     ``on_step(iteration, total)``, when given, is called after every optimiser step with the
     iteration just done (counted from 1 within the experience) and the experience's number of
@@ -386,6 +440,9 @@ def train_experience(
     data = TrainingSet(strategy.train_experiences(stream, experience), config.augment, generator, device, config.data_on_device)
     total = n_batches(data.size, config)
     optimizer = make_optimizer(model, config)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    seen_classes = seen_class_mask(stream, experience, config, device)
     network = distributed.data_parallel(FeaturesAndLogits(model)) if world_size > 1 else None
     scaler = gradient_scaler(config.precision, device)
     model.train()
@@ -394,7 +451,7 @@ def train_experience(
     curve, term_curve = LossCurve(total), LossTermCurve(total)
     for iteration, (batch, weight) in enumerate(_labelled(data.shards(config.batch_size, total, rank, world_size), "lkd.data"), start=1):
         terms: dict[str, Tensor] = {}
-        loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler, terms=terms)
+        loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler, terms=terms, seen_classes=seen_classes)
         loss_sum += loss
         curve.add(loss)
         term_curve.add(terms, weight)
@@ -409,13 +466,26 @@ def train_experience(
     loss_curve = curve.points(distributed.all_reduce_sum(curve.sums) / world_size)
     term_means, term_curves = term_curve.record(lambda sums: distributed.all_reduce_sum(sums) / world_size)
     return {"train_seconds": time.perf_counter() - start, "samples": int(samples), "mean_loss": loss_sum / world_size / max(total, 1),
-            "iterations": total, "loss_curve": loss_curve, "loss_terms": term_means, "loss_terms_curve": term_curves}
+            "iterations": total, "loss_curve": loss_curve, "loss_terms": term_means, "loss_terms_curve": term_curves,
+            "optimizer_state": optimizer.state_dict() if config.keep_optimizer else None}
+
+
+def seen_class_mask(stream: Stream, experience: Experience, config: TrainConfig, device: torch.device) -> Tensor | None:
+    """Outputs the cross-entropy covers on ``experience`` (``cross_entropy_classes="seen"``, class scenario); None: all.
+
+    Class-scenario labels are numbered in class-order position (:mod:`lifelong_kd.data.benchmarks`),
+    so the seen classes are the first ``sum of len(classes)`` outputs up to this experience.
+    """
+    if config.cross_entropy_classes != "seen" or stream.scenario != "class":
+        return None
+    seen = sum(len(e.classes) for e in stream.experiences[: experience.index + 1])
+    return torch.arange(stream.n_outputs, device=device) < seen
 
 
 def _labelled(batches: Iterator[Batch], label: str) -> Iterator[Batch]:
     """``batches``, each one's gathering and transforms labelled ``label`` for ``torch.profiler``."""
     while True:
-        with record_function(label):
+        with phase(label):
             batch = next(batches, None)
         if batch is None:
             return
