@@ -34,6 +34,8 @@ class RunConfig:
     batch_size: int = 128  # van de Ven et al. 2019; Avalanche's examples
     lr: float = 0.01
     optimizer: str = "sgd"
+    keep_optimizer: bool = False  # a fresh optimiser per experience (Avalanche); True: one for the whole run (van de Ven et al. 2019's code)
+    cross_entropy_classes: str = "all"  # "all" outputs; "seen": class scenario, classes of experiences so far (van de Ven et al. 2019's "active classes")
     momentum: float = 0.9
     weight_decay: float = 0.0
     augment: bool = False  # random crop + flip; use for split-CIFAR
@@ -49,6 +51,8 @@ class RunConfig:
     shuffle_classes: bool = False
     data_root: str | None = None  # None: $LIFELONG_KD_DATA or ./data
     download: bool = False
+    input_format: str = "normalised"  # MNIST: 28x28 normalised; "raw32": 32x32 zero-padded raw [0, 1] pixels (van de Ven et al. 2019's code)
+    validation_split: float = 0.0  # share of each experience's training data held out and evaluated instead of the test set (0: off)
     out: str | None = None
     resume: bool = False
     overwrite: bool = False  # replace the run --out holds (without it, a folder holding a run is refused)
@@ -89,6 +93,8 @@ class RunConfig:
             optimizer=self.optimizer,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
+            keep_optimizer=self.keep_optimizer,
+            cross_entropy_classes=self.cross_entropy_classes,
             augment=self.augment,
             seed=self.seed,
             eval_batch_size=self.eval_batch_size,
@@ -113,6 +119,8 @@ class RunConfig:
             download=self.download,
         )
 
+            input_format=self.input_format,
+            validation_split=self.validation_split,
     def record(self) -> dict[str, Any]:
         """Plain-value dict of every field (stored in ``results.json``)."""
         record = asdict(self)

@@ -173,11 +173,22 @@ class LoopTrainer:
         """Every setting runs."""
 
     def train(
-        self, model: nn.Module, strategy: Strategy, stream: Stream, experience: Experience, config: TrainConfig, on_step: Callable[[int, int], None] | None = None
-    ) -> dict[str, float]:
-        """Hooks and minibatches of one experience; ``on_step(iteration, total)`` after every optimiser step (continual evaluation)."""
+        self,
+        model: nn.Module,
+        strategy: Strategy,
+        stream: Stream,
+        experience: Experience,
+        config: TrainConfig,
+        on_step: Callable[[int, int], None] | None = None,
+        optimizer_state: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Hooks and minibatches of one experience; ``on_step(iteration, total)`` after every optimiser step (continual evaluation).
+
+        ``optimizer_state``: the state the optimiser starts from (``keep_optimizer``); the
+        returned ``"optimizer_state"`` is the one it ends with.
+        """
         strategy.before_experience(model, experience)
-        stats = train_experience(model, strategy, stream, experience, config, on_step)
+        stats = train_experience(model, strategy, stream, experience, config, on_step, optimizer_state)
         strategy.after_experience(model, experience)
         return stats
 
@@ -334,11 +345,14 @@ class _Run:
         if trainer.name != LoopTrainer.name and any(m.trained and getattr(m.evaluator, "eval_every", None) for m in members):
             raise ValueError(f"Continual evaluation (--eval-every) runs inside our training loop, which --engine {trainer.name} does not use; drop --eval-every or use --engine lifelong-kd.")
         self.stream, self.members, self.config, self.trainer, self.primary = stream, list(members), config, trainer, primary
+        if trainer.name != LoopTrainer.name and (config.keep_optimizer or config.cross_entropy_classes != "all"):
+            raise ValueError(f"--keep-optimizer and --cross-entropy-classes seen act in our training loop, which --engine {trainer.name} does not use; drop them or use --engine lifelong-kd.")
         self.by_name = {m.name: m for m in members}
         self.record = json_safe(dict(record))
         self.setup = setup_record(stream, members, config, trainer)
         self.logs = {m.name: MemberLog() for m in members}
         self.placement = distributed.Placement(torch.device("cpu"))
+        self.optimizer_states: dict[str, Any] = {}  # per trained member, with keep_optimizer: the state its next experience starts from
 
     # ------------------------------------------------------------------ placing
 
@@ -457,13 +471,17 @@ class _Run:
         try:
             on_step = member.evaluator.continual_callback(lambda: member.strategy.evaluation_model(member.model), self.stream, experience)
             with precision_scope(self.config.precision, self.placement.device):
-                arguments = {"on_step": on_step} if on_step is not None else {}  # only our trainer takes it (checked in __init__)
+                arguments = {"on_step": on_step} if on_step is not None else {}  # only our trainer takes these (checked in __init__)
+                if self.config.keep_optimizer:
+                    arguments["optimizer_state"] = self.optimizer_states.get(member.name)
                 stats = self.trainer.train(member.model, member.strategy, self.stream, experience, self.config, **arguments)
         finally:
             if teacher is not None:
                 member.strategy.set_teacher(None)
         snapshots.pop(member.name, None)
         loop_seconds = stats.get("train_seconds", 0.0)
+        if self.config.keep_optimizer:
+            self.optimizer_states[member.name] = stats.get("optimizer_state")
         return {
             "train_seconds": time.perf_counter() - start,
             "loop_seconds": loop_seconds,
@@ -513,6 +531,7 @@ class _Run:
                 "strategy": None if member.strategy is None else distributed.to_cpu(member.strategy.state_dict()),
                 "evaluator": member.evaluator.state_dict(),
                 "reports": log.reports,
+                "optimizer": distributed.to_cpu(self.optimizer_states[member.name]) if member.name in self.optimizer_states else None,
                 "timing": log.timing,
             }
         return {"record": self.record, "setup": self.setup, "primary": self.primary, "members": members}
@@ -541,6 +560,8 @@ class _Run:
                 raise RunFolderError(f"{where} does not fit member {member.name!r} of this run ({error}); start anew with --overwrite.") from None
             self.logs[member.name] = MemberLog(saved["reports"], saved["timing"])
         if folder is not None:
+            if saved.get("optimizer") is not None:
+                self.optimizer_states[member.name] = saved["optimizer"]
             folder.write_derived(self.document(), self.rows())
 
     def document(self) -> dict[str, Any]:

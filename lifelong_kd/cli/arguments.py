@@ -83,6 +83,8 @@ def _add_stream_arguments(add: Any) -> None:
     add("--shuffle-classes", action=argparse.BooleanOptionalAction, help="seeded shuffle of the class order")
     add("--data-root", help="folder with torchvision roots / image archives (default $LIFELONG_KD_DATA or ./data)")
     add("--download", action=argparse.BooleanOptionalAction, help="let torchvision download missing data")
+    add("--input-format", choices=("normalised", "raw32"), help="MNIST inputs: normalised 28x28 (default) | raw32: 32x32 zero-padded raw [0, 1] pixels (van de Ven et al. 2019's code)")
+    add("--validation-split", type=field_kind("validation_split"), help="share of each experience's training data held out and evaluated instead of the test set, for tuning (default 0: off)")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser, add: Any) -> None:
@@ -93,7 +95,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, add: Any) -> None:
     group.add_argument("--iterations", type=field_kind("iterations"), help="fixed minibatches per experience instead of epochs")
     add("--batch-size", type=field_kind("batch_size"), help="default 128")
     add("--lr", type=field_kind("lr"), help="learning rate (default 0.01)")
-    add("--optimizer", choices=("sgd", "adam"), help="default sgd; a fresh optimiser per experience")
+    add("--optimizer", choices=("sgd", "adam"), help="default sgd; a fresh optimiser per experience unless --keep-optimizer")
+    add("--keep-optimizer", action=argparse.BooleanOptionalAction, help="one optimiser for the whole run, its state (Adam's moments) kept across experiences, as van de Ven et al. 2019's code (default off: fresh per experience)")
+    add("--cross-entropy-classes", choices=("all", "seen"), help="class scenario: cross-entropy over all outputs (default) | seen: the classes of the experiences so far (van de Ven et al. 2019's active classes)")
     add("--momentum", type=field_kind("momentum"), help="SGD momentum (default 0.9)")
     add("--weight-decay", type=field_kind("weight_decay"), help="default 0")
     add("--augment", action=argparse.BooleanOptionalAction, help="random crop + flip (CIFAR)")

@@ -31,6 +31,9 @@ FASHION_STATS = ((0.2860,), (0.3530,))
 DIGITS_STATS = ((0.3053,), (0.3759,))  # scikit-learn digits scaled to [0, 1]
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+# MNIST input formats (StreamOptions.input_format) and the benchmarks that take "raw32".
+INPUT_FORMATS = ("normalised", "raw32")
+RAW32_BENCHMARKS = ("split-mnist", "permuted-mnist")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,13 @@ class StreamOptions:
         test_size: Keep at most this many test samples per experience (None: all).
         data_root: Folder holding torchvision roots or image archives.
         download: Let torchvision download missing data sets.
+        input_format: MNIST inputs: ``"normalised"`` (28x28, normalised with the training
+            set's mean and std) or ``"raw32"`` (zero-padded to 32x32, raw pixels in [0, 1],
+            as van de Ven et al. 2019's code: ``Pad(2)`` then ``ToTensor()``; permutations then
+            cover the 1,024 padded pixels). Other benchmarks take ``"normalised"`` only.
+        validation_split: Share of each experience's training samples held out and used as
+            its evaluation set instead of the test set (0: off, evaluate on the test set);
+            for choosing hyperparameters without looking at the test set.
     """
 
     n_experiences: int | None = None
@@ -60,6 +70,8 @@ class StreamOptions:
     test_size: int | None = None
     data_root: str | Path | None = None
     download: bool = False
+    input_format: str = "normalised"  # our convention; "raw32" is van de Ven et al. 2019's code
+    validation_split: float = 0.0  # off: evaluate on the test set
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -86,6 +98,10 @@ def _validate(options: StreamOptions, n_classes: int | None = None) -> None:
         value = getattr(options, name)
         if value is not None and not _is_count(value):
             raise ValueError(f"{name} must be a positive number of samples (or unset: all), got {value!r}.")
+    if options.input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {options.input_format!r}.")
+    if not (isinstance(options.validation_split, (int, float)) and 0 <= options.validation_split < 1):
+        raise ValueError(f"validation_split must be a share in [0, 1) of each experience's training samples (0: off), got {options.validation_split!r}.")
     if n_classes is not None and options.n_experiences is not None and n_classes % options.n_experiences:
         raise ValueError(
             f"Cannot split {n_classes} classes into {options.n_experiences} equal experiences; "
@@ -185,16 +201,29 @@ def permuted_digits(options: StreamOptions) -> Stream:
     return permuted_stream("permuted-digits", sources.load_digits(), options, 5, DIGITS_STATS)
 
 
+def mnist_input(options: StreamOptions) -> tuple[tuple[Split, Split], tuple[tuple[float, ...], tuple[float, ...]]]:
+    """MNIST's splits and normalisation statistics in ``options.input_format``.
+
+    ``raw32`` pads the stored uint8 images (N, 1, 28, 28) with two zero pixels on every side
+    to (N, 1, 32, 32) and leaves them unnormalised (mean 0, std 1: raw [0, 1] pixels).
+    """
+    train, test = sources.load_torchvision("MNIST", _root(options), options.download)
+    if options.input_format != "raw32":
+        return (train, test), MNIST_STATS
+    padded = tuple(Split(torch.nn.functional.pad(split.x, (2, 2, 2, 2)), split.y) for split in (train, test))
+    return padded, ((0.0,), (1.0,))
+
+
 def split_mnist(options: StreamOptions) -> Stream:
     """MNIST, 5 experiences of 2 classes (van de Ven et al. 2019)."""
-    data = sources.load_torchvision("MNIST", _root(options), options.download)
-    return split_stream("split-mnist", data, options, 5, MNIST_STATS)
+    data, stats = mnist_input(options)
+    return split_stream("split-mnist", data, options, 5, stats)
 
 
 def permuted_mnist(options: StreamOptions) -> Stream:
     """MNIST under 10 pixel permutations (Goodfellow et al. 2013; van de Ven et al. 2019)."""
-    data = sources.load_torchvision("MNIST", _root(options), options.download)
-    return permuted_stream("permuted-mnist", data, options, 10, MNIST_STATS)
+    data, stats = mnist_input(options)
+    return permuted_stream("permuted-mnist", data, options, 10, stats)
 
 
 def split_fashion_mnist(options: StreamOptions) -> Stream:
@@ -237,4 +266,26 @@ def build_stream(name: str, options: StreamOptions | None = None) -> Stream:
     """
     if name not in BENCHMARKS:
         raise ValueError(f"Unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}.")
-    return BENCHMARKS[name](options or StreamOptions())
+    options = options or StreamOptions()
+    if options.input_format != "normalised" and name not in RAW32_BENCHMARKS:
+        raise ValueError(f"input_format {options.input_format!r} applies to {', '.join(RAW32_BENCHMARKS)} only; drop it for {name}.")
+    stream = BENCHMARKS[name](options)
+    return hold_out_validation(stream, options.validation_split, options.seed) if options.validation_split else stream
+
+
+def hold_out_validation(stream: Stream, share: float, seed: int) -> Stream:
+    """``stream`` with a seeded ``share`` of each experience's training samples moved into its evaluation split.
+
+    The held-out samples replace the test split (which is dropped), so every accuracy the
+    run reports is measured on data drawn from the training set: a validation set for
+    choosing hyperparameters (e.g. EWC's lambda) without the test set.
+    """
+    generator = torch.Generator().manual_seed(seed * 104_729 + 17)  # its own stream: the subsamples' draws stay unchanged
+    experiences = []
+    for experience in stream:
+        order = torch.randperm(len(experience.train), generator=generator)
+        held = max(1, round(share * len(order)))
+        validation, kept = order[:held].sort().values, order[held:].sort().values
+        train = experience.train
+        experiences.append(replace(experience, train=Split(train.x[kept], train.y[kept]), test=Split(train.x[validation], train.y[validation])))
+    return replace(stream, experiences=tuple(experiences))

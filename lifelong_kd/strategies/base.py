@@ -84,6 +84,15 @@ class Strategy:
         """
         return output.logits.new_zeros(())
 
+    def loss_scale(self) -> float:
+        """Factor the loop multiplies the whole loss (cross-entropy + :meth:`loss`) by before the backward pass (default 1).
+
+        A method whose loss is a weighted mean of the label term and its own, rather than their
+        sum, returns the label term's weight here (LwF's ``weighting="convex"``: 1/k on
+        experience k). Recorded losses are the unscaled sum.
+        """
+        return 1.0
+
     def sum_terms(self, terms: Mapping[str, Tensor], like: Tensor) -> Tensor:
         """The sum of this step's named loss parts (weights applied), recorded for the loss curves.
 

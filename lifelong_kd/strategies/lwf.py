@@ -19,6 +19,8 @@ from lifelong_kd.teacher import freeze_copy
 # Teacher logit of the current experience's classes with ``zero_new_classes``: softmax gives
 # exactly 0 in float32 at any temperature used in practice, and the KL term stays finite.
 ZERO_PROBABILITY_LOGIT = -1e9
+# How the distillation joins the cross-entropy (LwF's ``weighting``).
+WEIGHTINGS = ("added", "convex")
 
 
 class LwF(Strategy):
@@ -68,6 +70,13 @@ class LwF(Strategy):
         zero_new_classes: Class scenario only: the student's distilled softmax also covers the
             current experience's classes, with teacher probability 0 for them, as in van de Ven
             et al. 2019's code (their class-IL LwF). False distils the seen classes only.
+        weighting: How the terms join the cross-entropy CE on experience k (1-based).
+            ``"added"``: CE + alpha_k * KD (Li & Hoiem 2016). ``"convex"``: CE / k + (1 - 1/k) *
+            alpha_k * KD, van de Ven et al. 2019's code with ``alpha = 1`` (the strategy adds
+            (k - 1) * alpha_k * KD and the loop scales the whole loss by 1/k, :meth:`loss_scale`).
+            With a fresh Adam per experience the two differ only through Adam's epsilon
+            (``alpha = [0, 1, 2, ...]`` added equals convex with alpha 1); with the optimiser
+            state kept across experiences (``--keep-optimizer``) the loss scale matters.
     """
 
     name = "lwf"
@@ -85,6 +94,7 @@ class LwF(Strategy):
         noise: str = "none",
         noise_level: float = 0.1,
         zero_new_classes: bool = False,  # seen classes only; True: van de Ven et al. 2019's code
+        weighting: str = "added",  # Li & Hoiem 2016; "convex": van de Ven et al. 2019's code
     ) -> None:
         self.temperature = temperature
         self.alpha = alpha
@@ -97,6 +107,7 @@ class LwF(Strategy):
         self.noise = noise
         self.noise_level = noise_level
         self.zero_new_classes = zero_new_classes
+        self.weighting = weighting
         self.scenario_: str | None = None
         self.teacher_: nn.Module | None = None
         self.knowledge_: Knowledge | None = None
@@ -117,6 +128,8 @@ class LwF(Strategy):
         distill.check_temperature(self.temperature)
         distill.check_alpha(self.alpha, 0)
         distill.check_noise(self.noise, self.noise_level)
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}.")
         if self.feature_distance not in losses.FEATURE_DISTANCE_KINDS:
             kinds = ", ".join(losses.FEATURE_DISTANCE_KINDS)
             raise ValueError(f"feature_distance must be one of {kinds}, got {self.feature_distance!r}.")
@@ -147,7 +160,8 @@ class LwF(Strategy):
         if self.teacher_ is None or self.knowledge_ is None:
             return self.sum_terms({}, output.logits)
         targets = self.teacher_outputs(batch)
-        alpha = distill.alpha_for(self.alpha, distill.require_experience(self._experience).index)
+        index = distill.require_experience(self._experience).index
+        alpha = distill.alpha_for(self.alpha, index) * (index if self.weighting == "convex" else 1)
         student, teacher = self._distilled(output.all_logits, targets[0])
         terms = {"distillation": alpha * losses.kd_kl(student, teacher, self.temperature, self.scale_t2)}
         if self.feature_weight > 0:
@@ -155,6 +169,12 @@ class LwF(Strategy):
         if self.entropy_weight != 0:
             terms["entropy"] = self.entropy_weight * losses.entropy(output.logits)
         return self.sum_terms(terms, output.logits)
+
+    def loss_scale(self) -> float:
+        """1/k on experience k (1-based) with ``weighting="convex"`` once there is a teacher; else 1."""
+        if self.weighting != "convex" or self.teacher_ is None or self._experience is None:
+            return 1.0
+        return 1.0 / (self._experience.index + 1)
 
     def _distilled(self, all_logits: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
         """Student and teacher logits the KL compares (see ``zero_new_classes``)."""
