@@ -50,9 +50,9 @@ class RunConfig:
     class_order: tuple[int, ...] | None = None
     shuffle_classes: bool = False
     data_root: str | None = None  # None: $LIFELONG_KD_DATA or ./data
-    download: bool = False
     input_format: str = "normalised"  # MNIST: 28x28 normalised; "raw32": 32x32 zero-padded raw [0, 1] pixels (van de Ven et al. 2019's code)
     validation_split: float = 0.0  # share of each experience's training data held out and evaluated instead of the test set (0: off)
+    download: bool = False
     out: str | None = None
     resume: bool = False
     overwrite: bool = False  # replace the run --out holds (without it, a folder holding a run is refused)
@@ -91,10 +91,10 @@ class RunConfig:
             batch_size=self.batch_size,
             lr=self.lr,
             optimizer=self.optimizer,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
             keep_optimizer=self.keep_optimizer,
             cross_entropy_classes=self.cross_entropy_classes,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
             augment=self.augment,
             seed=self.seed,
             eval_batch_size=self.eval_batch_size,
@@ -117,10 +117,10 @@ class RunConfig:
             test_size=self.test_size,
             data_root=self.data_root,
             download=self.download,
-        )
-
             input_format=self.input_format,
             validation_split=self.validation_split,
+        )
+
     def record(self) -> dict[str, Any]:
         """Plain-value dict of every field (stored in ``results.json``)."""
         record = asdict(self)

@@ -344,9 +344,9 @@ class _Run:
         trainer.check(stream, config)
         if trainer.name != LoopTrainer.name and any(m.trained and getattr(m.evaluator, "eval_every", None) for m in members):
             raise ValueError(f"Continual evaluation (--eval-every) runs inside our training loop, which --engine {trainer.name} does not use; drop --eval-every or use --engine lifelong-kd.")
-        self.stream, self.members, self.config, self.trainer, self.primary = stream, list(members), config, trainer, primary
         if trainer.name != LoopTrainer.name and (config.keep_optimizer or config.cross_entropy_classes != "all"):
             raise ValueError(f"--keep-optimizer and --cross-entropy-classes seen act in our training loop, which --engine {trainer.name} does not use; drop them or use --engine lifelong-kd.")
+        self.stream, self.members, self.config, self.trainer, self.primary = stream, list(members), config, trainer, primary
         self.by_name = {m.name: m for m in members}
         self.record = json_safe(dict(record))
         self.setup = setup_record(stream, members, config, trainer)
@@ -559,9 +559,9 @@ class _Run:
             except (RuntimeError, KeyError, TypeError, ValueError) as error:
                 raise RunFolderError(f"{where} does not fit member {member.name!r} of this run ({error}); start anew with --overwrite.") from None
             self.logs[member.name] = MemberLog(saved["reports"], saved["timing"])
-        if folder is not None:
             if saved.get("optimizer") is not None:
                 self.optimizer_states[member.name] = saved["optimizer"]
+        if folder is not None:
             folder.write_derived(self.document(), self.rows())
 
     def document(self) -> dict[str, Any]:
