@@ -29,6 +29,7 @@ continues where it stopped (logged runs are skipped, a run folder holding a chec
 
     python benchmarks/run.py class-il --quick                                # CI smoke (< 2 min)
     python benchmarks/run.py class-il --parts mnist-class --seeds 0,1,2
+    python benchmarks/run.py class-il --parts mnist-class --methods lucir,bic --rerun   # again, after a fix
     python benchmarks/run.py class-il --table-only --write-results           # docs from the log
 """
 
@@ -274,7 +275,8 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     config = config_for(job, args)
     checkpoint = (Path(config.out) / "checkpoint.pt").is_file()
     start = time.perf_counter()
-    results = execute(replace(config, resume=checkpoint and not args.quick, overwrite=args.quick))
+    fresh = args.quick or args.rerun
+    results = execute(replace(config, resume=checkpoint and not fresh, overwrite=fresh))
     wall = time.perf_counter() - start
     protocol = protocol_of(job, args) if job.part != "defaults" else None
     record = {
@@ -340,8 +342,11 @@ def matching(records: list[dict[str, Any]], job: Job, args: argparse.Namespace) 
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Run every job not yet logged on this budget (all of them with ``--quick``); the new records."""
-    logged = [] if args.quick else read_jsonl(LOG)
+    """Run every job not yet logged on this budget (all of them with ``--quick`` or ``--rerun``); the new records.
+
+    A rerun's record is appended after the earlier one, and the tables take the newest record of each run.
+    """
+    logged = [] if args.quick or args.rerun else read_jsonl(LOG)
     return [run_job(job, args) for job in jobs(args) if not matching(logged, job, args)]
 
 
@@ -523,7 +528,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--parts", default="mnist-class,cifar-class,buffers,defaults,mnist-task",
                         help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, buffers, defaults")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--methods", default=",".join(BASELINES + MEMORY_METHODS))
+    parser.add_argument("--methods", default=",".join(BASELINES + MEMORY_METHODS), help="comma-separated strategy names")
+    parser.add_argument("--rerun", action="store_true", help="run the chosen jobs again even if logged (after a fix), from scratch")
     parser.add_argument("--buffers", default="200,500", help="buffer sizes of the comparison parts")
     parser.add_argument("--cifar-model", default=None, help=f"default {PROTOCOLS['seq-cifar10'].model}")
     parser.add_argument("--cifar-epochs", type=int, default=None, help=f"default {PROTOCOLS['seq-cifar10'].epochs}")

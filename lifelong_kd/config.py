@@ -45,6 +45,7 @@ class RunConfig:
     device: str = "auto"  # CUDA when available, else the CPU; under torchrun each process takes cuda:LOCAL_RANK (docs/distributed.md)
     deterministic: bool = False  # deterministic kernels only (CUDA runs repeat bit for bit, a little slower)
     data_on_device: bool = False  # copy each experience's training data to the device once instead of every minibatch
+    threads: int | None = None  # torch CPU threads; None: $OMP_NUM_THREADS, else torch's default (one per core); lifelong_kd.threads
     train_size: int | None = None  # per-experience training subsample for quick runs
     test_size: int | None = None
     class_order: tuple[int, ...] | None = None

@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from lifelong_kd import distributed
+from lifelong_kd import distributed, threads
 from lifelong_kd.data.stream import Experience, Stream
 from lifelong_kd.evaluation.evaluator import Evaluator
 from lifelong_kd.evaluation.report import EvalReport, json_safe
@@ -93,7 +93,7 @@ __all__ = [
 # resumes on another device (numbers then agree to float rounding, docs/distributed.md).
 VOLATILE_KEYS = frozenset(
     {"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "csv", "wandb", "download", "eval_batch_size", "strategy_options"}
-    | {"device", "deterministic", "data_on_device"}
+    | {"device", "deterministic", "data_on_device", "threads"}
 )
 # TrainConfig fields left out of the setup record (compared on resume): they do not change the numbers.
 UNRECORDED_TRAINING = ("progress", "eval_batch_size", "device", "deterministic", "data_on_device")
@@ -571,7 +571,7 @@ class _Run:
             memory = getattr(member.strategy, "memory_", None)
             extras[member.name] = {"memory_bytes": int(memory.nbytes)} if memory is not None else {}
         document = results_document(self.record, self.logs, self.primary, extras)
-        return {**document, "setup": {**self.setup, "versions": _versions(), "hardware": self.placement.describe()}}
+        return {**document, "setup": {**self.setup, "versions": _versions(), "hardware": self.placement.describe(), "threads": threads.describe()}}
 
     def rows(self) -> dict[str, list[dict[str, Any]]]:
         """The ``metrics.jsonl`` files."""

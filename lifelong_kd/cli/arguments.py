@@ -106,6 +106,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser, add: Any) -> None:
     add("--device", help="auto (default: CUDA when available, else cpu) | cpu | cuda | cuda:N | mps; under torchrun each process takes cuda:LOCAL_RANK")
     add("--deterministic", action=argparse.BooleanOptionalAction, help="deterministic kernels only: CUDA runs repeat bit for bit (a little slower)")
     add("--data-on-device", action=argparse.BooleanOptionalAction, help="copy each experience's training data to the GPU once instead of every minibatch")
+    add("--threads", type=field_kind("threads"), help="torch CPU threads (default: $OMP_NUM_THREADS, else one per core); idle threads sleep (OMP_WAIT_POLICY=PASSIVE unless set) so a shared machine stays fast")
     add("--engine", choices=("lifelong-kd", "avalanche"), help="training loop: ours (default) or Avalanche's with our plugin")
 
 

@@ -32,6 +32,15 @@ def fit_bias_correction(
     minimising ``CE(q, y)`` on the held-out validation samples with Adam, starting from
     ``alpha = 1, beta = 0``; the network is frozen (its logits are computed once).
 
+    The loss is convex in ``(alpha, beta)`` (cross-entropy of logits affine in them), so the
+    fit should reach its minimum. Adam moves each parameter by at most about ``lr`` per step,
+    and a held-out set of a few exemplars per class is one minibatch: ``epochs`` steps in all.
+    Measured on split-CIFAR-10 (convnet:16 budget, buffer 200, seed 0; the four fits of one
+    run): with lr 0.001 and 250 epochs every fit stopped at ``alpha ~ 0.76, beta ~ -0.24``
+    (held-out cross-entropy 1.66-3.83, old classes 0% correct); with lr 0.1 it ends within
+    0.004 of the minimum found by L-BFGS (1.29-3.03; ``beta`` -1.5 to -4.4, old classes
+    19-50% correct on the held-out samples).
+
     Args:
         logits: The network's logits on the validation samples over the seen classes (N, n_seen).
         labels: Labels (N,).
@@ -94,7 +103,12 @@ class BiC(Strategy):
         validation_fraction: Share of each class's exemplars held out for the bias
             correction (0.1: Wu et al.'s train:validation split of 9:1; mammoth ``valset_split``).
         bias_epochs: Passes of Adam over the held-out set in stage 2 (250, mammoth ``bic_epochs``).
-        bias_lr: Adam's learning rate in stage 2 (0.001, mammoth).
+        bias_lr: Adam's learning rate in stage 2 (0.1, ours, measured; see :func:`fit_bias_correction`).
+            Mammoth's 0.001 suits its held-out set (10% of the experience's data and memory,
+            ~1,000 images in minibatches of 32: ~8,000 steps); ours is a few exemplars per class, one
+            minibatch, so 250 epochs are 250 steps, and Adam moves a parameter by at most about
+            ``lr`` per step: at 0.001 the fit stopped at scale 0.76, shift -0.24 on split-CIFAR-10
+            (old classes 0%) where the minimum lies at shifts of -1.8 to -4.9.
         replay_batch_size: Exemplars replayed per step; None: their expected share of a
             minibatch drawn from the experience and the memory together (as iCaRL).
     """
@@ -108,7 +122,7 @@ class BiC(Strategy):
         temperature: float = 2.0,  # Wu et al. 2019, Sec. 4.1
         validation_fraction: float = 0.1,  # Wu et al. 2019 (train:validation 9:1); mammoth valset_split
         bias_epochs: int = 250,  # mammoth bic_epochs
-        bias_lr: float = 0.001,  # mammoth (Adam)
+        bias_lr: float = 0.1,  # ours: reaches the minimum in 250 one-minibatch epochs (mammoth's 0.001 does not)
         replay_batch_size: int | None = None,  # exemplars' share of the union, as iCaRL
     ) -> None:
         self.buffer_size = buffer_size

@@ -26,6 +26,24 @@ def test_bias_correction_fixes_inflated_new_class_logits_and_leaves_old_ones_unc
     assert (fixed.argmax(1) == labels).float().mean() > before + 0.3
 
 
+def test_default_fit_removes_a_planted_new_class_bias_from_a_one_minibatch_held_out_set():
+    # BiC's held-out set: 5 samples of each of 4 classes (buffer 200, 10%): one minibatch per epoch.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(5)
+    logits = torch.randn(20, 4, generator=generator) + 3.0 * F.one_hot(labels, 4)
+    biased = logits.clone()
+    biased[:, 2:] += 4.0  # planted: new classes 2, 3 outscore every old sample's class
+    defaults = BiC()
+    correction = fit_bias_correction(biased, labels, 2, 4, defaults.bias_epochs, defaults.bias_lr, generator)
+    fixed = corrected(biased, correction, 2, 4)
+    old = labels < 2
+    assert (biased.argmax(1)[old] == labels[old]).float().mean() < 0.2
+    assert (fixed.argmax(1)[old] == labels[old]).float().mean() >= 0.8  # old classes recovered
+    assert (fixed.argmax(1) == labels).float().mean() >= (logits.argmax(1) == labels).float().mean() - 0.1
+    assert correction[1] < -2.5  # most of the +4 removed (Adam at lr 0.001 moves it by at most ~0.25 here)
+    assert F.cross_entropy(fixed, labels) < 0.5 * F.cross_entropy(biased, labels)
+
+
 def test_corrected_outputs_keep_old_logits_correct_the_latest_classes_and_mask_unseen_ones():
     stream = digits("class")
     model = small_model(stream)
