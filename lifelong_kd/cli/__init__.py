@@ -32,6 +32,7 @@ from lifelong_kd.cli.errors import UsageError
 from lifelong_kd.cli.options import markdown_table
 from lifelong_kd.cli.report import command_report, format_matrix, format_metrics, format_summary
 from lifelong_kd.logs import PROGRESS_LOGGER, command_line_logging
+from lifelong_kd.threads import apply_threads
 
 __all__ = ["STRATEGIES", "Terminated", "UsageError", "build_strategy", "execute", "main", "make_parser"]
 
@@ -69,6 +70,7 @@ def command_run(args: argparse.Namespace) -> int:
     from lifelong_kd.cli.compose import default_out
 
     config = config_from_args(args)
+    apply_threads(config.threads)  # the wait policy was set before torch loaded (lifelong_kd.__main__)
     if config.quiet:
         logging.getLogger(PROGRESS_LOGGER).setLevel(logging.WARNING)
     if config.out is None and not config.resume:

@@ -45,7 +45,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import re
 import signal
 import subprocess
@@ -56,8 +55,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lifelong_kd import threads
 from lifelong_kd.cli.errors import UsageError
 from lifelong_kd.files import write_atomic
+from lifelong_kd.threads import available_cores  # noqa: F401 - re-exported: the sweep's tests import it from here
 
 log = logging.getLogger(__name__)
 
@@ -340,20 +341,9 @@ def run_state(folder: Path) -> str:
     return "restart" if folder.is_dir() and any((folder / name).exists() for name in RUN_FILES) else "new"
 
 
-def available_cores() -> int:
-    """Cores this process may use (its CPU affinity where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
 def worker_environment(jobs: int) -> dict[str, str]:
-    """The environment of a worker: its share of the cores as OpenMP/MKL threads, a passive OpenMP wait policy."""
-    threads = str(max(1, available_cores() // jobs))
-    environment = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep instead of spinning on a shared machine
-    return environment
+    """The environment of a worker: its share of the cores as OpenMP/MKL threads, a passive OpenMP wait policy (:mod:`lifelong_kd.threads`)."""
+    return threads.worker_environment(threads.share_of_cores(jobs))
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -391,7 +381,7 @@ def execute(runs: Sequence[PlannedRun], folder: Path, jobs: int) -> list[str]:
     pending = [run for run in runs if states[run.name] != "finished"]
     skipped = len(runs) - len(pending)
     log.info(f"sweep {folder}: {len(runs)} runs, {skipped} finished already, {len(pending)} to run, {jobs} at a time "
-             f"with {max(1, available_cores() // jobs)} threads each")
+             f"with {threads.share_of_cores(jobs)} threads each")
     environment, active, failed, done = worker_environment(jobs), {}, [], skipped
     try:
         while pending or active:
