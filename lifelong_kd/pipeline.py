@@ -93,6 +93,7 @@ __all__ = [
 # resumes on another device (numbers then agree to float rounding, docs/distributed.md).
 VOLATILE_KEYS = frozenset(
     {"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "csv", "wandb", "download", "eval_batch_size", "strategy_options"}
+    | {"figures_every"}
     | {"device", "deterministic", "data_on_device", "threads"}
 )
 # TrainConfig fields left out of the setup record (compared on resume): they do not change the numbers.

@@ -124,6 +124,7 @@ def _add_output_arguments(add: Any) -> None:
     add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last finished experience")
     add("--overwrite", action=argparse.BooleanOptionalAction, help="replace a finished run in --out (a new run; --resume continues one)")
     add("--tensorboard", action=argparse.BooleanOptionalAction, help="write TensorBoard event files (default on)")
+    add("--figures-every", type=field_kind("figures_every"), help="draw the figures (PNG and TensorBoard images) every K experiences and after the last (default: every experience on streams of up to 5, else about 5 times a run)")
     add("--csv", action=argparse.BooleanOptionalAction, help="also write <out>/metrics.csv: one row per experience (accuracies and metrics in %%, loss terms; default off)")
     add("--wandb", metavar="PROJECT", help='also log to this Weights & Biases project (pip install "lifelong-kd[wandb]"; WANDB_MODE=offline: no network)')
     add("--quiet", action=argparse.BooleanOptionalAction, help="no banner and no progress (bar, or lines every 30 s without a terminal); results and errors stay")
@@ -344,8 +345,8 @@ def restored_values(saved: Mapping[str, Any], out: str) -> dict[str, Any]:
     """RunConfig values of a saved configuration, type-checked like a config file's.
 
     Options that do not change the numbers (:data:`lifelong_kd.pipeline.VOLATILE_KEYS`: ``--out``,
-    ``--quiet``, ``--device``, ...) keep their defaults, except the loggers ``tensorboard``, ``csv``
-    and ``wandb`` (a resumed run keeps writing what it wrote); strategy options are merged by
+    ``--quiet``, ``--device``, ...) keep their defaults, except the loggers ``tensorboard``, ``csv``,
+    ``wandb`` and ``figures_every`` (a resumed run keeps writing what it wrote, when it wrote it); strategy options are merged by
     :func:`config_from_args`.
 
     Raises:
@@ -356,7 +357,7 @@ def restored_values(saved: Mapping[str, Any], out: str) -> dict[str, Any]:
     hints = typing.get_type_hints(RunConfig)
     restored: dict[str, Any] = {}
     for key in field_names():
-        if key not in saved or (key in VOLATILE_KEYS and key not in ("tensorboard", "csv", "wandb")):
+        if key not in saved or (key in VOLATILE_KEYS and key not in ("tensorboard", "csv", "wandb", "figures_every")):
             continue
         value = saved[key]
         where = f"The saved configuration of {out}: key {key!r} (give --{key.replace('_', '-')} explicitly)"

@@ -149,14 +149,16 @@ def run_loggers(folder: Path, config: RunConfig, figures: bool, member: str | No
         UsageError: ``--wandb`` without the wandb package.
     """
     loggers: list[Any] = []
+    if config.figures_every is not None and config.figures_every < 1:
+        raise UsageError(f"--figures-every must be a positive number of experiences (e.g. 5), got {config.figures_every}; leave it out for the default (every experience up to 5, else about 5 times a run).")
     if figures:
         from lifelong_kd.loggers.figures import FigureLogger
 
-        loggers.append(FigureLogger(folder))
+        loggers.append(FigureLogger(folder, every=config.figures_every))
     if config.tensorboard:
         from lifelong_kd.loggers.tensorboard import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(folder))
+        loggers.append(TensorBoardLogger(folder, figures_every=config.figures_every))
     if config.csv:
         from lifelong_kd.loggers.csv import CSVLogger
 

@@ -35,11 +35,42 @@ def fitted_limits(values: Sequence[float], floor: float = 0.0, ceiling: float = 
     return max(floor, low - margin), min(ceiling, high + margin)
 
 
+# Largest side (rows or columns) of a heatmap whose cells are annotated with their value; larger ones
+# are colours only: past it the numbers no longer fit their cells, and drawing them dominates the figure's cost.
+ANNOTATED_CELLS = 20
+# Largest heatmap size in inches (width, height): cells shrink past it, so a figure of a long stream
+# (a 50 x 50 matrix, 500 output units) costs what a 20 x 20 one does (figures were quadratic in the stream length).
+MAX_HEATMAP_INCHES = (11.0, 8.5)
+# Most tick labels drawn along an axis; longer axes label every k-th row or column.
+MAX_TICK_LABELS = 25
+
+
+def thinned_ticks(labels: Sequence[str], most: int = MAX_TICK_LABELS) -> tuple[list[int], list[str]]:
+    """Positions and labels of every ``k``-th item, ``k = ceil(len / most)``, so at most ``most`` labels are drawn."""
+    stride = max(1, -(-len(labels) // most))
+    positions = list(range(0, len(labels), stride))
+    return positions, [labels[i] for i in positions]
+
+
+def _as_array(values: Any, rows: int, columns: int) -> Any:
+    """``values`` (nested sequences with None, or an array with NaN) as a float array of shape (rows, columns), None as NaN."""
+    import numpy as np
+
+    if isinstance(values, np.ndarray):
+        return values.astype(float).reshape(rows, columns)
+    return np.array([[float("nan") if v is None else v for v in row] for row in values], dtype=float).reshape(rows, columns)
+
+
 def heatmap(
-    values: Sequence[Sequence[float | None]], rows: Sequence[str], columns: Sequence[str], title: str, xlabel: str, ylabel: str,
-    colorbar_label: str = "accuracy (%)", annotate: bool = True,
+    values: Sequence[Sequence[float | None]] | Any, rows: Sequence[str], columns: Sequence[str], title: str, xlabel: str, ylabel: str,
+    colorbar_label: str = "accuracy (%)", annotate: bool | None = None,
 ):  # noqa: ANN201
-    """A matplotlib figure of a matrix of fractions, annotated in percent (``annotate=False``: colours only, for large matrices).
+    """A matplotlib figure of a matrix of fractions (nested sequences, None for no value, or a float array, NaN for no value), annotated in percent.
+
+    ``annotate=None`` (default) annotates matrices of at most :data:`ANNOTATED_CELLS` rows and
+    columns and draws larger ones in colours only; True or False forces it. The figure grows
+    with the matrix up to :data:`MAX_HEATMAP_INCHES`, and long axes are labelled every k-th
+    item (:func:`thinned_ticks`), so drawing a large matrix costs about what a 20 x 20 one does.
 
     Cells that are None (not measured, or masked like the untrained cells of the accuracy
     matrix) are masked: drawn in light grey, without a value, never coloured as a result.
@@ -47,12 +78,17 @@ def heatmap(
     import numpy as np
 
     plt = _pyplot()
-    data = np.ma.masked_invalid(np.array([[float("nan") if v is None else 100 * v for v in row] for row in values], dtype=float).reshape(len(rows), len(columns)))
-    figure, axes = plt.subplots(figsize=(3.5 + 0.6 * max(len(columns), 3), 1.5 + 0.45 * max(len(rows), 3)))
+    annotate = max(len(rows), len(columns)) <= ANNOTATED_CELLS if annotate is None else annotate
+    data = np.ma.masked_invalid(100 * _as_array(values, len(rows), len(columns)))
+    width, height = 3.5 + 0.6 * max(len(columns), 3), 1.5 + 0.45 * max(len(rows), 3)
+    capped = width > MAX_HEATMAP_INCHES[0] or height > MAX_HEATMAP_INCHES[1]
+    figure, axes = plt.subplots(figsize=(min(width, MAX_HEATMAP_INCHES[0]), min(height, MAX_HEATMAP_INCHES[1])))
     colours = plt.get_cmap("viridis").with_extremes(bad="#e6e6e6")
-    image = axes.imshow(data, vmin=0, vmax=100, cmap=colours)
-    axes.set_xticks(range(len(columns)), columns)
-    axes.set_yticks(range(len(rows)), rows)
+    image = axes.imshow(data, vmin=0, vmax=100, cmap=colours, aspect="auto" if capped else "equal", interpolation="nearest")
+    axes.set_xticks(*thinned_ticks(columns))
+    axes.set_yticks(*thinned_ticks(rows))
+    if len(columns) > 12:
+        axes.tick_params(axis="x", labelrotation=90, labelsize=7)
     axes.set(xlabel=xlabel, ylabel=ylabel)
     axes.set_title(title, fontsize=9)
     for i, row in enumerate(data.filled(float("nan")) if annotate else []):
@@ -102,10 +138,17 @@ def forgetting_curves_figure(matrix: Sequence[Sequence[float | None]], label: st
     axes.plot(steps, average, color="black", linestyle="--", label="average")
     axes.set(xlabel="after training experience", ylabel="accuracy (%)", ylim=fitted_limits(drawn + average))
     axes.set_title(titled("Accuracy on each experience", label), fontsize=9)
-    axes.set_xticks(steps, [f"E{t}" for t in steps])
-    axes.legend(fontsize=7, ncol=2, loc="lower left")
+    axes.set_xticks(*thinned_ticks([f"E{t}" for t in steps]))
+    if len(matrix) <= LEGEND_LINES:
+        axes.legend(fontsize=7, ncol=2, loc="lower left")
+    else:  # one entry per experience would cover the plot: the average alone
+        axes.legend(handles=axes.get_lines()[-1:], fontsize=7, loc="lower left", title=f"one line per experience (E0-E{len(matrix) - 1})", title_fontsize=7)
     figure.tight_layout()
     return figure
+
+
+# Most lines named one by one in a legend (more: the legend names the average alone).
+LEGEND_LINES = 12
 
 
 def method_curves_figure(matrices: Mapping[str, Sequence[Sequence[Sequence[float | None]]]], title: str):  # noqa: ANN201
@@ -155,16 +198,17 @@ def robustness_figure(robustness: Mapping[str, Any], step: int, label: str = "")
     return heatmap(values, list(grid), [str(s) for s in severities], titled(f"Accuracy under corruption after E{step}", label), "severity", "corruption")
 
 
-# Largest matrix whose cells are annotated with their value (larger ones are colours only).
-ANNOTATED_CELLS = 20
-
-
 def confusion_matrix_figure(counts: Sequence[Sequence[int]], names: Sequence[str], step: int, label: str = ""):  # noqa: ANN201
     """Row-normalised confusion matrix over output units (rows: true, columns: predicted), on the experiences seen."""
-    fractions = [[value / sum(row) if sum(row) else None for value in row] for row in counts]
+    import numpy as np
+
+    array = np.asarray(counts, dtype=float).reshape(len(counts), len(counts))
+    totals = array.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fractions = np.where(totals > 0, array / totals, np.nan)  # rows without samples: masked
     labels = [names[k] if k < len(names) else str(k) for k in range(len(counts))]
     title = titled(f"Confusion matrix after E{step} (share of each true class)", label)
-    return heatmap(fractions, labels, labels, title, "predicted", "true", "share of the row (%)", annotate=len(counts) <= ANNOTATED_CELLS)
+    return heatmap(fractions, labels, labels, title, "predicted", "true", "share of the row (%)")
 
 
 def per_class_accuracy_figure(per_class: Sequence[Sequence[float | None]], classes: Sequence[Sequence[int]], step: int, label: str = ""):  # noqa: ANN201
@@ -173,7 +217,7 @@ def per_class_accuracy_figure(per_class: Sequence[Sequence[float | None]], class
     values = [list(row) + [None] * (width - len(row)) for row in per_class]
     rows = [f"E{j} ({','.join(str(c) for c in classes[j])})" for j in range(len(per_class))]
     title = titled(f"Per-class accuracy after E{step}", label)
-    return heatmap(values, rows, [f"class {i}" for i in range(width)], title, "class of the experience", "experience", annotate=width <= ANNOTATED_CELLS)
+    return heatmap(values, rows, [f"class {i}" for i in range(width)], title, "class of the experience", "experience")
 
 
 def drift_figure(cka_matrix: Sequence[Sequence[float | None]], label: str = ""):  # noqa: ANN201
@@ -242,13 +286,51 @@ def figure_png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-class FigureLogger:
-    """Writes ``accuracy_matrix.png``, ``forgetting_curves.png`` (and ``robustness.png``; with the instruments,
-    ``confusion_matrix.png``, ``per_class_accuracy.png``, ``representation_drift.png``; with continual evaluation,
-    ``stability_curve.png``) into the run folder after each report."""
+# Drawings per run when figures_every is None: streams of up to this many experiences are drawn after every
+# experience; longer ones every ceil(n / FIGURE_REDRAWS) experiences (a 50-experience stream: every 10th).
+# Each drawing costs about a second on a 2-core CPU: 5 keep the figures a small share of a long run.
+FIGURE_REDRAWS = 5
 
-    def __init__(self, folder: str | Path) -> None:
+
+def check_figures_every(every: int | None) -> None:
+    """Raise ``ValueError`` unless ``every`` is None or a positive number of experiences."""
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"figures_every must be a positive number of experiences (e.g. 5) or None for the default, got {every!r}.")
+
+
+def figures_due(step: int, n_experiences: int, every: int | None = None) -> bool:
+    """Whether the figures are drawn after experience ``step`` (0-based) of ``n_experiences``.
+
+    After the last experience always; before it, after every ``every``-th experience (steps
+    ``every - 1``, ``2 every - 1``, ...). ``every=None`` chooses ``ceil(n_experiences / 5)``:
+    every experience on streams of up to 5 experiences, about 5 drawings on longer ones, so
+    the figures' share of a run does not grow with the stream (:data:`FIGURE_REDRAWS`).
+
+    The rule depends on the step alone, so a resumed run draws at the same steps and ends with
+    the same figures as an uninterrupted one.
+    """
+    every = every if every is not None else max(1, -(-n_experiences // FIGURE_REDRAWS))
+    return step >= n_experiences - 1 or (step + 1) % every == 0
+
+
+class FigureLogger:
+    """Writes figures into the run folder, each redrawn whole from one report.
+
+    ``accuracy_matrix.png`` and ``forgetting_curves.png`` (and ``robustness.png``; with continual
+    evaluation, ``stability_curve.png``) when :func:`figures_due` says so; with the instruments,
+    ``confusion_matrix.png``, ``per_class_accuracy.png`` and ``representation_drift.png`` (large
+    matrices on long streams) after the last experience.
+
+    Args:
+        folder: The run folder.
+        every: Draw after every ``every``-th experience and after the last; None: every experience
+            on streams of up to 5 experiences, about 5 times on longer ones (:func:`figures_due`).
+    """
+
+    def __init__(self, folder: str | Path, every: int | None = None) -> None:
+        check_figures_every(every)
         self.folder = Path(folder)
+        self.every = every
         self.label_ = ""
 
     def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
@@ -258,22 +340,32 @@ class FigureLogger:
         self.label_ = run_label(config)
 
     def log_report(self, report: EvalReport) -> None:
-        """Redraw the figures atomically."""
+        """Redraw the figures atomically, when they are due after this report's experience."""
+        if not figures_due(report.step, len(report.accuracy), self.every):
+            return
+        self._progress_figures(report)
+        if report.instruments and report.step >= len(report.accuracy) - 1:
+            self._instrument_figures(report.instruments, report.step)
+
+    def _progress_figures(self, report: EvalReport) -> None:
+        """The accuracy matrix, forgetting curves, robustness grid and stability curve so far."""
         label = self.label_
         write_atomic(self.folder / "accuracy_matrix.png", figure_png(accuracy_matrix_figure(report.accuracy_matrix, label)))
         write_atomic(self.folder / "forgetting_curves.png", figure_png(forgetting_curves_figure(report.accuracy_matrix, label)))
         if report.robustness:
             write_atomic(self.folder / "robustness.png", figure_png(robustness_figure(report.robustness, report.step, label)))
-        instruments = report.instruments
-        if instruments:
-            confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], report.step, label)
-            write_atomic(self.folder / "confusion_matrix.png", figure_png(confusion))
-            per_class = per_class_accuracy_figure(instruments["per_class_accuracy"], instruments["classes"], report.step, label)
-            write_atomic(self.folder / "per_class_accuracy.png", figure_png(per_class))
-            if instruments.get("drift"):
-                write_atomic(self.folder / "representation_drift.png", figure_png(drift_figure(instruments["drift"]["cka_matrix"], label)))
         if report.continual:
             write_atomic(self.folder / "stability_curve.png", figure_png(stability_curve_figure(report.continual, label)))
+
+    def _instrument_figures(self, instruments: Mapping[str, Any], step: int) -> None:
+        """The confusion matrix, per-class accuracy and representation drift (after the last experience)."""
+        label = self.label_
+        confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], step, label)
+        write_atomic(self.folder / "confusion_matrix.png", figure_png(confusion))
+        per_class = per_class_accuracy_figure(instruments["per_class_accuracy"], instruments["classes"], step, label)
+        write_atomic(self.folder / "per_class_accuracy.png", figure_png(per_class))
+        if instruments.get("drift"):
+            write_atomic(self.folder / "representation_drift.png", figure_png(drift_figure(instruments["drift"]["cka_matrix"], label)))
 
     def close(self) -> None:
         """Nothing is held open."""

@@ -11,7 +11,10 @@ The only module that imports ``SummaryWriter``. Tags:
   every ratio is 1 and every size a constant (:func:`has_reference`);
 * ``instruments/{class_forgetting, negative_flip_rate, cka_previous, cka_first}`` and
   ``per_class_accuracy/experience_{j}/class_{i}`` (position ``i`` in the experience's classes);
-* figures ``accuracy_matrix`` and ``robustness_grid``, and after the last experience
+* figures ``accuracy_matrix`` and ``robustness_grid`` at the steps
+  :func:`lifelong_kd.loggers.figures.figures_due` picks (every ``figures_every``-th experience and
+  the last; by default every experience of streams up to 5 experiences, about 5 times on longer
+  ones), and after the last experience
   ``confusion_matrix`` and ``representation_drift``; text ``config``; hparams at close:
   the config's settings that change the numbers (:func:`hparams`), with the strategy options
   flattened (``temperature``, ``alpha``, ...); text ``run_name``: what the run is (benchmark,
@@ -35,7 +38,14 @@ from typing import Any
 
 from lifelong_kd.evaluation.report import EvalReport, json_safe
 from lifelong_kd.loggers.base import run_label
-from lifelong_kd.loggers.figures import accuracy_matrix_figure, confusion_matrix_figure, drift_figure, robustness_figure
+from lifelong_kd.loggers.figures import (
+    accuracy_matrix_figure,
+    check_figures_every,
+    confusion_matrix_figure,
+    drift_figure,
+    figures_due,
+    robustness_figure,
+)
 
 
 def _finite(value: Any) -> bool:
@@ -84,11 +94,15 @@ class TensorBoardLogger:
     Args:
         folder: Run folder.
         figures: Also log the accuracy-matrix and robustness heatmaps.
+        figures_every: Log them after every ``figures_every``-th experience and the last; None:
+            as :func:`lifelong_kd.loggers.figures.figures_due` chooses (scalars are logged at every experience).
     """
 
-    def __init__(self, folder: str | Path, figures: bool = True) -> None:
+    def __init__(self, folder: str | Path, figures: bool = True, figures_every: int | None = None) -> None:
+        check_figures_every(figures_every)
         self.folder = Path(folder)
         self.figures = figures
+        self.figures_every = figures_every
         self.writer_ = None
         self.train_writer_ = None
         self.continual_writer_ = None
@@ -144,7 +158,7 @@ class TensorBoardLogger:
             self._continual(report.continual, report.stability or {}, step)
         if report.instruments:
             self._instruments(report.instruments, step, last=step == len(report.accuracy) - 1)
-        if self.figures:
+        if self.figures and figures_due(step, len(report.accuracy), self.figures_every):
             self._writer().add_figure("accuracy_matrix", accuracy_matrix_figure(report.accuracy_matrix, self.label_), step)
             if report.robustness:
                 self._writer().add_figure("robustness_grid", robustness_figure(report.robustness, step, self.label_), step)

@@ -1,0 +1,244 @@
+"""Long streams: where the time and memory of a 50-experience permuted-MNIST LwF run go, experience by experience.
+
+The run is the one a user gets from ``lifelong-kd run --benchmark permuted-mnist --strategy lwf
+--n-experiences 50 --train-size 5000 --test-size 1000 --shifts none`` (task scenario, MLP
+784-400-400 with one head per experience, instruments and representation drift on, figures
+and TensorBoard on, a run folder written after every experience), composed by the CLI's own
+functions and driven by :func:`lifelong_kd.pipeline.run`. Around the loggers and the run
+folder's ``save`` the script only adds clocks.
+
+Per experience it prints: training seconds (strategy hooks + minibatch loop), evaluation
+seconds, the seconds of the figure logger, of the TensorBoard logger and of the run folder's
+save (checkpoint, ``results.json``, ``metrics.jsonl``), and the resident set size (RSS) after
+the experience. Then the ratio of the last experience to the 5th (training seconds and RSS;
+also on medians of five experiences, which a busy machine disturbs less) and the loggers' share
+of the wall time. One JSON record is appended to ``benchmarks/output/long_stream.jsonl``
+(``long_stream_quick.jsonl`` with ``--quick``).
+
+Evaluation grows linearly with the stream's length and does not grow along the stream: every
+evaluation measures the test sets of *all* experiences (the full accuracy matrix, whose upper
+triangle is forward transfer's baseline), so one evaluation costs ``n_experiences x test_size``
+forwards at every experience, and a whole run ``n_experiences^2 x test_size``.
+
+    python benchmarks/long_stream.py --data-root ../shared/data          # the measurement (idle machine, a few minutes)
+    python benchmarks/long_stream.py --data-root ../shared/data --quick  # 6 small experiences (CI, about a minute)
+    python benchmarks/long_stream.py --quick --profile                   # and cProfile's shares of the run
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_doc import DEFAULT_DATA, OUTPUT, append_jsonl, hardware  # noqa: E402
+
+from lifelong_kd import pipeline, run_folder  # noqa: E402
+from lifelong_kd.cli.compose import build_strategy, evaluator_options, filled_options, resolve, run_loggers  # noqa: E402
+from lifelong_kd.config import RunConfig  # noqa: E402
+from lifelong_kd.data.benchmarks import build_stream  # noqa: E402
+from lifelong_kd.evaluation.evaluator import Evaluator  # noqa: E402
+from lifelong_kd.evaluation.report import EvalReport  # noqa: E402
+from lifelong_kd.models import build_model  # noqa: E402
+
+FULL = {"n_experiences": 50, "train_size": 5000, "test_size": 1000}  # the issue's measurement, 50 experiences
+QUICK = {"n_experiences": 6, "train_size": 1000, "test_size": 200}  # CI: the same code paths in about a minute
+# Functions whose cumulative time --profile reports as a share of the run.
+PROFILED = {
+    "training": ("pipeline.py", "train"),
+    "evaluation": ("evaluator.py", "evaluate"),
+    "figures": ("figures.py", "log_report"),
+    "tensorboard": ("tensorboard.py", "log_report"),
+    "save": ("run_folder.py", "save"),
+}
+
+
+def rss_bytes() -> dict[str, int]:
+    """Resident set size now and its peak so far (Linux ``/proc/self/status``; else the peak from ``getrusage``)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return {"rss": int(fields["VmRSS"].split()[0]) * 1024, "peak": int(fields["VmHWM"].split()[0]) * 1024}
+    except (OSError, KeyError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return {"rss": peak, "peak": peak}
+
+
+class Clocked:
+    """A logger with a clock around ``log_report``: the seconds of each report go to ``seconds[step]``."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+        self.seconds: dict[int, float] = {}
+
+    def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
+        """Passed on."""
+        self.logger.log_config(config, first_step)
+
+    def log_report(self, report: EvalReport) -> None:
+        """Passed on, timed."""
+        start = time.perf_counter()
+        self.logger.log_report(report)
+        self.seconds[report.step] = self.seconds.get(report.step, 0.0) + time.perf_counter() - start
+
+    def close(self) -> None:
+        """Passed on."""
+        self.logger.close()
+
+
+class MemoryProbe:
+    """The last logger: records the RSS after each experience (all other work of the experience is done)."""
+
+    def __init__(self) -> None:
+        self.memory: dict[int, dict[str, int]] = {}
+
+    def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
+        """Nothing to record."""
+
+    def log_report(self, report: EvalReport) -> None:
+        """RSS now."""
+        self.memory[report.step] = rss_bytes()
+
+    def close(self) -> None:
+        """Nothing held."""
+
+
+def clocked_saves() -> tuple[list[float], Any]:
+    """Put a clock around :meth:`RunFolder.save` (checkpoint + derived files); returns the list it fills and the original method."""
+    seconds: list[float] = []
+    original = run_folder.RunFolder.save
+
+    def save(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        start = time.perf_counter()
+        original(self, *args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+
+    run_folder.RunFolder.save = save
+    return seconds, original
+
+
+def run_stream(config: RunConfig) -> dict[str, Any]:
+    """One run composed as ``lifelong-kd run`` composes it, with clocks; per-experience rows and the wall time."""
+    strategy = build_strategy(config.strategy, config.strategy_options)
+    stream = build_stream(config.benchmark, config.stream_options())
+    config = replace(resolve(config, stream), strategy_options=filled_options(config.strategy, strategy))
+    model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
+    evaluator = Evaluator(**evaluator_options(config, stream))
+    loggers = {type(logger).__name__: Clocked(logger) for logger in run_loggers(Path(config.out), config, figures=True)}
+    probe = MemoryProbe()
+    saves, original = clocked_saves()
+    start = time.perf_counter()
+    try:
+        document = pipeline.run(stream, model, strategy, evaluator, [*loggers.values(), probe], config.train_config(), config.out, record=config.record())
+    finally:
+        run_folder.RunFolder.save = original
+    wall = time.perf_counter() - start
+    rows = []
+    for step, timing in enumerate(document["timing"]["per_experience"]):
+        row = {"experience": step + 1, "train_seconds": timing["train_seconds"], "eval_seconds": timing["eval_seconds"]}
+        row |= {"figures_seconds": loggers["FigureLogger"].seconds.get(step, 0.0), "save_seconds": saves[step]}
+        row |= {"tensorboard_seconds": loggers["TensorBoardLogger"].seconds.get(step, 0.0) if "TensorBoardLogger" in loggers else 0.0}
+        row |= {"rss_mb": probe.memory[step]["rss"] / 2**20, "peak_rss_mb": probe.memory[step]["peak"] / 2**20}
+        rows.append(row)
+    return {"rows": rows, "wall_seconds": wall, "model": config.model, "average_accuracy": document["metrics"]["average_accuracy"]}
+
+
+def ratio(rows: list[dict[str, Any]], key: str, window: int = 1) -> float:
+    """``key`` at the last experience over ``key`` at the 5th (with ``window`` > 1: medians of that many experiences around each)."""
+    fifth = min(4, len(rows) - 1)
+    low = max(fifth - window // 2, 0)
+    early = statistics.median(row[key] for row in rows[low : low + window])
+    late = statistics.median(row[key] for row in rows[-window:])
+    return late / early if early else float("nan")
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Totals, shares of the wall time and the 5th-vs-last ratios."""
+    rows, wall = result["rows"], result["wall_seconds"]
+    totals = {key: sum(row[f"{key}_seconds"] for row in rows) for key in ("train", "eval", "figures", "tensorboard", "save")}
+    loggers = totals["figures"] + totals["tensorboard"] + totals["save"]
+    return {
+        "wall_seconds": wall,
+        "totals": totals,
+        "loggers_share": loggers / wall,
+        "train_ratio_last_over_5th": ratio(rows, "train_seconds"),
+        "train_ratio_median5": ratio(rows, "train_seconds", 5),
+        "rss_ratio_last_over_5th": ratio(rows, "rss_mb"),
+        "peak_rss_ratio_last_over_5th": ratio(rows, "peak_rss_mb"),
+    }
+
+
+def print_table(result: dict[str, Any], totals: dict[str, Any]) -> None:
+    """The per-experience table and the summary lines."""
+    print(f"{'exp':>4} {'train s':>8} {'eval s':>8} {'figures s':>9} {'tb s':>7} {'save s':>7} {'RSS MB':>8} {'peak MB':>8}")
+    for row in result["rows"]:
+        print(f"{row['experience']:>4} {row['train_seconds']:>8.3f} {row['eval_seconds']:>8.3f} {row['figures_seconds']:>9.3f} "
+              f"{row['tensorboard_seconds']:>7.3f} {row['save_seconds']:>7.3f} {row['rss_mb']:>8.1f} {row['peak_rss_mb']:>8.1f}")
+    seconds = totals["totals"]
+    print(f"wall {totals['wall_seconds']:.1f} s: training {seconds['train']:.1f} s, evaluation {seconds['eval']:.1f} s, figures {seconds['figures']:.1f} s, "
+          f"TensorBoard {seconds['tensorboard']:.1f} s, save {seconds['save']:.1f} s")
+    print(f"loggers (figures + TensorBoard + save) share of wall time: {100 * totals['loggers_share']:.1f}% (target <= 10%)")
+    last = len(result["rows"])
+    print(f"training seconds, experience {last} / experience 5: {totals['train_ratio_last_over_5th']:.3f} "
+          f"(medians of 5: {totals['train_ratio_median5']:.3f}; target within 0.9-1.1)")
+    print(f"RSS, experience {last} / experience 5: {totals['rss_ratio_last_over_5th']:.3f}; peak RSS: {totals['peak_rss_ratio_last_over_5th']:.3f} (target within 1.1)")
+
+
+def profile_shares(profiler: cProfile.Profile, wall: float) -> dict[str, float]:
+    """cProfile's cumulative seconds of the :data:`PROFILED` functions as shares of the wall time; prints the top functions."""
+    stats = pstats.Stats(profiler)
+    shares = {}
+    for name, (file_end, function) in PROFILED.items():
+        cumulative = sum(entry[3] for (path, _, func), entry in stats.stats.items() if path.endswith(file_end) and func == function)
+        shares[name] = cumulative / wall
+    print("cProfile, cumulative share of the run: " + ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares.items()))
+    stats.sort_stats("cumulative").print_stats(25)
+    return shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA), help="folder holding MNIST (default ../shared/data)")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK['n_experiences']} experiences of {QUICK['train_size']} training images (CI)")
+    parser.add_argument("--n-experiences", type=int, help=f"default {FULL['n_experiences']} ({QUICK['n_experiences']} with --quick)")
+    parser.add_argument("--figures-every", type=int, help="draw figures every K experiences (default: the library's)")
+    parser.add_argument("--profile", action="store_true", help="run under cProfile and print the shares of training, evaluation and loggers")
+    parser.add_argument("--out", help="run folder (default: a temporary folder, removed afterwards)")
+    args = parser.parse_args()
+    sizes = dict(QUICK if args.quick else FULL)
+    sizes["n_experiences"] = args.n_experiences or sizes["n_experiences"]
+    with tempfile.TemporaryDirectory() as scratch:
+        config = RunConfig(benchmark="permuted-mnist", strategy="lwf", shifts="none", data_root=args.data_root, quiet=True,
+                           out=args.out or str(Path(scratch) / "run"), overwrite=bool(args.out), **sizes,
+                           **({"figures_every": args.figures_every} if args.figures_every else {}))
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler is not None:
+            profiler.enable()
+        result = run_stream(config)
+        if profiler is not None:
+            profiler.disable()
+    totals = summary(result)
+    print(f"permuted-mnist, lwf, {sizes['n_experiences']} experiences x {sizes['train_size']} training / {sizes['test_size']} test images, "
+          f"{result['model']}; {hardware()}")
+    print_table(result, totals)
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": hardware(), "sizes": sizes, "figures_every": args.figures_every,
+              "profile": args.profile, "average_accuracy": result["average_accuracy"], **totals, "rows": result["rows"]}
+    if profiler is not None:
+        record["profile_shares"] = profile_shares(profiler, result["wall_seconds"])
+    append_jsonl(OUTPUT / ("long_stream_quick.jsonl" if args.quick else "long_stream.jsonl"), json.loads(json.dumps(record)))
+
+
+if __name__ == "__main__":
+    main()
