@@ -253,10 +253,9 @@ def run_one(cell: Cell, iterations: int, args: argparse.Namespace, ewc_lambda: f
     from lifelong_kd.cli.compose import execute
     from lifelong_kd.run_folder import CHECKPOINT, RunFolderError
 
-    folder = args.out_dir / cell.name(iterations)
-    if ewc_lambda is not None:
-        folder = folder.with_name(folder.name + f"-lambda{ewc_lambda:g}")
     base = run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant, ewc_lambda)
+    folder = args.out_dir / (cell.name(iterations) + (f"-lambda{ewc_lambda:g}" if ewc_lambda is not None and cell.method == "ewc" else "")
+                             + (f"-val{base.validation_split:g}" if base.validation_split else ""))
     resume = (folder / CHECKPOINT).is_file()
     config = replace(base, out=str(folder), resume=resume, overwrite=not resume and folder.is_dir())
     log.info(f"{'resuming' if resume else 'starting'} {folder.name}: {command_line(base)}")
@@ -277,6 +276,7 @@ def run_one(cell: Cell, iterations: int, args: argparse.Namespace, ewc_lambda: f
         "quick": args.quick,
         "train_size": args.train_size,
         "validation_split": base.validation_split,
+        "ewc_lambda_override": ewc_lambda if cell.method == "ewc" else None,
         "strategy_options": dict(base.strategy_options),
         "average_accuracy": 100 * results["metrics"]["average_accuracy"],
         "accuracy_matrix": results["accuracy_matrix"],
@@ -295,6 +295,8 @@ def load_runs(path: Path, quick: bool) -> list[dict]:
     for run in runs:  # class-scenario LwF distilling the seen classes only (our default), not the paper's variant
         if run["method"] == "lwf" and run["scenario"] == "class" and "zero-new-classes" not in run["command"]:
             run["method"] = "lwf-seen"
+        if run["method"] == "ewc" and run.get("ewc_lambda_override") is not None:  # lambda chosen on validation data
+            run["method"] = "ewc-val"
     return [r for r in runs if bool(r.get("quick")) == quick]
 
 
@@ -321,17 +323,18 @@ def table(runs: list[dict]) -> str:
     lines.append("|" + "---|" * (3 + 2 * len(SCENARIOS)))
     for experiment in PROTOCOL:
         full = PROTOCOL[experiment]["iterations"]
-        for method in METHODS:
+        for method in (*METHODS, "ewc-val"):
             chosen = [r for r in runs if r["experiment"] == experiment and r["method"] == method]
-            if not chosen and method == "lwf-seen":
+            optional = method in ("lwf-seen", "ewc-val")  # rows shown only once they have runs
+            if not chosen and optional:
                 continue
-            for iterations in sorted({r["iterations"] for r in chosen} | ({full} if method != "lwf-seen" else set()), reverse=True):
+            for iterations in sorted({r["iterations"] for r in chosen} | ({full} if not optional else set()), reverse=True):
                 same = [r for r in chosen if r["iterations"] == iterations]
                 its = str(iterations) + ("" if iterations == full else f" (paper {full})")
                 cells = []
                 for scenario in SCENARIOS:
                     values = [r["average_accuracy"] for r in same if r["scenario"] == scenario]
-                    paper = PUBLISHED[(experiment, scenario)].get(method) if iterations == full else None
+                    paper = PUBLISHED[(experiment, scenario)].get(method.removesuffix("-val")) if iterations == full else None
                     cells += [_cell(values), "-" if paper is None else f"{paper:.2f}"]
                 lines.append(f"| {experiment}-MNIST | {method} | {its} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -423,6 +426,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variant", default="", help=f"hypothesis factors joined by '+': {', '.join(FACTORS)}; or {', '.join(VARIANTS)} (default: ours)")
     parser.add_argument("--order", default=None, help=f"run these cells in this order instead of the grid: {', '.join(ORDERS)}, or EXPERIMENT/SCENARIO/METHOD/SEED[/VARIANT],...")
     add_run_arguments(parser)
+    parser.add_argument("--ewc-lambda", default="", help="EWC lambda per scenario chosen on validation data (benchmarks/ewc_lambda.py), e.g. task=1e5,domain=1e9 (default: the authors' grid)")
     parser.add_argument("--log", type=Path, default=RUNS_LOG, help="JSONL file the finished runs are appended to")
     parser.add_argument("--skip-done", action=argparse.BooleanOptionalAction, default=True, help="skip cells already in --log (same command; default on)")
     parser.add_argument("--list", action="store_true", help="print the cells that would run (and whether each is done) and stop")
@@ -430,6 +434,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write-results", action="store_true", help="rewrite our section of docs/results.md from --log")
     args = parser.parse_args(argv)
     finish_run_arguments(args)
+    try:
+        args.ewc_lambda = {k.strip(): float(v) for k, v in (item.split("=") for item in args.ewc_lambda.split(",") if item.strip())}
+    except ValueError:
+        parser.error(f"--ewc-lambda takes SCENARIO=VALUE pairs separated by commas (e.g. task=1e5,domain=1e9), got {args.ewc_lambda!r}")
+    if set(args.ewc_lambda) - set(SCENARIOS):
+        parser.error(f"--ewc-lambda: unknown scenario(s) {', '.join(sorted(set(args.ewc_lambda) - set(SCENARIOS)))}; use {', '.join(SCENARIOS)}")
     if args.quick:
         args.seeds = "1"
         if args.log == RUNS_LOG:
@@ -479,11 +489,12 @@ def run_cells(todo: list[Cell], args: argparse.Namespace) -> int:
     failed = 0
     for position, cell in enumerate(todo, start=1):
         iterations = args.iterations or PROTOCOL[cell.experiment]["iterations"]
-        command = command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant))
+        ewc_lambda = args.ewc_lambda.get(cell.scenario) if cell.method == "ewc" else None
+        command = command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant, ewc_lambda))
         if args.skip_done and command in done:
             continue
         log.info(f"cell {position}/{len(todo)}: {cell.name(iterations)}")
-        record = run_one(cell, iterations, args)
+        record = run_one(cell, iterations, args, ewc_lambda)
         if record is None:
             failed += 1
             continue
@@ -502,8 +513,10 @@ def list_cells(todo: list[Cell], args: argparse.Namespace) -> None:
     done = {run["command"] for run in load_runs(args.log, args.quick)}
     for position, cell in enumerate(todo, start=1):
         iterations = args.iterations or PROTOCOL[cell.experiment]["iterations"]
-        command = command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant))
-        state = "done" if command in done else "resumable" if (args.out_dir / cell.name(iterations) / CHECKPOINT).is_file() else "to do"
+        ewc_lambda = args.ewc_lambda.get(cell.scenario) if cell.method == "ewc" else None
+        command = command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant, ewc_lambda))
+        folder = cell.name(iterations) + (f"-lambda{ewc_lambda:g}" if ewc_lambda is not None else "")
+        state = "done" if command in done else "resumable" if (args.out_dir / folder / CHECKPOINT).is_file() else "to do"
         print(f"{position:3d} {state:9s} {cell.name(iterations)}")
 
 
