@@ -216,11 +216,20 @@ def linear_cka(x: Tensor, y: Tensor, debiased: bool = False) -> float:
             raise ValueError(f"debiased CKA needs at least 4 samples, got {len(x)}.")
         grams = [g.fill_diagonal_(0.0) for g in (x @ x.T, y @ y.T)]
         cross, self_x, self_y = _unbiased_hsic(grams[0], grams[1]), _unbiased_hsic(grams[0], grams[0]), _unbiased_hsic(grams[1], grams[1])
-    else:
-        cross, self_x, self_y = (y.T @ x).pow(2).sum(), (x.T @ x).norm(), (y.T @ y).norm()
-        self_x, self_y = self_x**2, self_y**2  # so that both branches divide by sqrt(self_x * self_y)
+        denominator = torch.sqrt(self_x * self_y)
+        return float(cross / denominator) if float(denominator) > 0 else math.nan
+    return _biased_cka(x, y, _self_similarity(x), _self_similarity(y))
+
+
+def _self_similarity(centred: Tensor) -> Tensor:
+    """``||X'X||_F^2`` of centred features: the biased HSIC of a representation with itself (up to a constant)."""
+    return (centred.T @ centred).norm() ** 2
+
+
+def _biased_cka(x: Tensor, y: Tensor, self_x: Tensor, self_y: Tensor) -> float:
+    """Linear CKA of centred ``x`` and ``y`` given their self-similarities (:func:`_self_similarity`, computed once per snapshot)."""
     denominator = torch.sqrt(self_x * self_y)
-    return float(cross / denominator) if float(denominator) > 0 else math.nan
+    return float((y.T @ x).pow(2).sum() / denominator) if float(denominator) > 0 else math.nan
 
 
 def feature_extractor(model: nn.Module) -> Callable[[Tensor], Tensor]:
@@ -254,6 +263,12 @@ def probe_indices(experience: Experience, samples: int | None, seed: int, salt: 
     return torch.randperm(size, generator=generator)[:samples].sort().values
 
 
+# Snapshots whose probe features representation drift keeps (the first and the 9 most recent): streams of up to
+# 10 experiences get every pair; a longer one compares each snapshot with 9 others (a 50-experience stream kept
+# all 50 otherwise: 50 x 512 x width floats in memory and in every checkpoint, and 49 CKAs at its last experience).
+DRIFT_SNAPSHOTS = 10
+
+
 class InstrumentTracker:
     """Applies the instruments after each experience and keeps what they need between experiences.
 
@@ -265,13 +280,27 @@ class InstrumentTracker:
         seed: Seed of the probe set.
         forgetting_definition: ``"max"`` or ``"avalanche"`` (as the evaluator's forgetting).
         debiased_cka: Use the unbiased HSIC estimator in CKA.
+        drift_snapshots: Most snapshots whose probe features are kept for CKA: the first and the
+            ``drift_snapshots - 1`` most recent (None: all). Each snapshot is compared with the
+            kept ones only, so on a stream longer than this the CKA matrix holds the first row and
+            column and a band of that width along the diagonal (other cells NaN), and the drift's
+            memory, checkpoint share and time per experience stay bounded (all snapshots: linear in
+            the experiences seen, quadratic over the run). ``cka_previous`` and ``cka_first`` are
+            always measured.
     """
 
-    def __init__(self, drift_samples: int | None = 512, seed: int = 0, forgetting_definition: str = "max", debiased_cka: bool = False) -> None:
+    def __init__(
+        self, drift_samples: int | None = 512, seed: int = 0, forgetting_definition: str = "max", debiased_cka: bool = False,
+        drift_snapshots: int | None = DRIFT_SNAPSHOTS,
+    ) -> None:
+        if drift_snapshots is not None and drift_snapshots < 2:
+            raise ValueError(f"drift_snapshots must be at least 2 (the first and the newest snapshot) or None for all, got {drift_snapshots}.")
         self.drift_samples = drift_samples
         self.seed = seed
         self.forgetting_definition = forgetting_definition
         self.debiased_cka = debiased_cka
+        self.drift_snapshots = drift_snapshots
+        self.self_similarity_: dict[int, Tensor] = {}  # per kept snapshot, computed once (not checkpointed: derived from the features)
         self.class_history_: list[list[list[float]]] = []
         self.predictions_: list[Tensor] = []
         self.predictions_step_ = -1
@@ -343,10 +372,24 @@ class InstrumentTracker:
         features = self._features(model, stream, batch_size)
         missing = max(step - len(self.features_), 0)  # snapshots not evaluated
         self.features_ = self.features_[:step] + [None] * missing + [features]
-        row = [linear_cka(features, earlier, self.debiased_cka) if earlier is not None else math.nan for earlier in self.features_]
+        oldest = step - self.drift_snapshots + 2 if self.drift_snapshots is not None else 0  # kept: 0 and oldest..step
+        self.features_ = [f if i == 0 or i >= oldest else None for i, f in enumerate(self.features_)]
+        self.self_similarity_ = {i: s for i, s in self.self_similarity_.items() if i < step and self.features_[i] is not None}
+        row = [self._cka(i, features, earlier) if earlier is not None else math.nan for i, earlier in enumerate(self.features_)]
         self.cka_ = [r[: step + 1] for r in self.cka_[:step]] + [[math.nan] * (i + 1) for i in range(len(self.cka_), step)] + [row]
         matrix = [[self.cka_[max(i, j)][min(i, j)] for j in range(step + 1)] for i in range(step + 1)]
         return {"cka_previous": row[-2] if step else None, "cka_first": row[0] if step else None, "cka_matrix": matrix, "probe_samples": len(features), "debiased": self.debiased_cka}
+
+    def _cka(self, index: int, features: Tensor, earlier: Tensor) -> float:
+        """CKA between the newest snapshot's ``features`` and snapshot ``index``'s (``earlier``), reusing each snapshot's self-similarity."""
+        if self.debiased_cka:
+            return linear_cka(features, earlier, debiased=True)
+        newest = len(self.features_) - 1
+        centred = {newest: _centred(features), index: _centred(earlier)}
+        for i in (newest, index):
+            if i not in self.self_similarity_:
+                self.self_similarity_[i] = _self_similarity(centred[i])
+        return _biased_cka(centred[newest], centred[index], self.self_similarity_[newest], self.self_similarity_[index])
 
     def state_dict(self) -> dict[str, Any]:
         """Per-class history, the last predictions, every snapshot's probe features, the CKA rows (weights-only loadable)."""
@@ -364,4 +407,5 @@ class InstrumentTracker:
         self.predictions_ = list(state.get("predictions", []))
         self.predictions_step_ = int(state.get("predictions_step", -1))
         self.features_ = list(state.get("features", []))
+        self.self_similarity_ = {}
         self.cka_ = [list(row) for row in state.get("cka", [])]
