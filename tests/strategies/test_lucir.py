@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lifelong_kd import build_model
-from lifelong_kd.models import CosineLinear
+from lifelong_kd.models import CosineLinear, inverse_softplus
 from lifelong_kd.pipeline import seed_everything
 from lifelong_kd.strategies.lucir import LUCIR, margin_ranking
 from lifelong_kd.strategies.rehearsal import UNSEEN_CLASS_SCORE
@@ -26,20 +24,20 @@ def test_cosine_head_is_sigma_times_the_cosine_and_the_last_relu_is_gone():
     head = CosineLinear(2, 2)
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[2.0, 0.0], [1.0, 1.0]]))
-        head.log_sigma.fill_(math.log(3.0))
+        head.sigma_raw.copy_(inverse_softplus(torch.tensor([3.0])))
     features = torch.tensor([[0.0, 5.0]])
     assert head(features)[0].tolist() == pytest.approx([0.0, 3.0 / 2**0.5])
     stream = digits("class")
     linear, cosine = small_model(stream), _cosine_model(stream)
     assert isinstance(linear.backbone[-1], torch.nn.ReLU) and not isinstance(cosine.backbone[-1], torch.nn.ReLU)
-    assert set(cosine.state_dict()) - set(linear.state_dict()) == {"head.log_sigma"}
+    assert set(cosine.state_dict()) - set(linear.state_dict()) == {"head.sigma_raw"}
     with torch.no_grad():
         assert (cosine.features(stream[0].transform(stream[0].train.x)) < 0).any()
 
 
 def test_sigma_starts_at_one_and_stays_positive_when_gradient_steps_push_it_below_zero():
     head = CosineLinear(2, 2)
-    assert head.sigma.item() == 1.0
+    assert head.sigma.item() == pytest.approx(1.0, abs=1e-6)
     features, labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 0])
     with torch.no_grad():
         head.weight.copy_(torch.eye(2))  # every sample is nearest the wrong class: a smaller sigma lowers the loss
