@@ -264,6 +264,20 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- documents
 
+# Largest confusion matrix (cells) an earlier experience's report keeps; a larger one is kept by the newest
+# report only. A 50-experience task-scenario stream has 500 output units: 250,000 counts per report, which the
+# checkpoint, results.json and metrics.jsonl held for every experience and rewrote after each (quadratic).
+KEPT_CONFUSION_CELLS = 10_000
+
+
+def compact_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """An earlier experience's report as the log keeps it: its confusion matrix left out (None) when larger than :data:`KEPT_CONFUSION_CELLS`."""
+    instruments = report.get("instruments")
+    confusion = instruments.get("confusion_matrix") if isinstance(instruments, Mapping) else None
+    if confusion is None or len(confusion) ** 2 <= KEPT_CONFUSION_CELLS:
+        return dict(report)
+    return {**report, "instruments": {**instruments, "confusion_matrix": None}}
+
 
 class MemberLog:
     """What one member of a run has finished: a report and a timing row per experience.
@@ -283,9 +297,10 @@ class MemberLog:
         return len(self.reports)
 
     def add(self, report: Mapping[str, Any], timing: Mapping[str, Any]) -> None:
-        """Record experience ``report["step"]`` (replacing it if it was recorded already)."""
+        """Record experience ``report["step"]`` (replacing it if it was recorded already); the report before it is compacted (:func:`compact_report`)."""
         step = int(report["step"])
-        self.reports = self.reports[:step] + [dict(report)]
+        earlier = self.reports[:step]
+        self.reports = earlier[:-1] + [compact_report(r) for r in earlier[-1:]] + [dict(report)]
         self.timing = self.timing[:step] + [dict(timing)]
 
 

@@ -360,8 +360,9 @@ class FigureLogger:
     def _instrument_figures(self, instruments: Mapping[str, Any], step: int) -> None:
         """The confusion matrix, per-class accuracy and representation drift (after the last experience)."""
         label = self.label_
-        confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], step, label)
-        write_atomic(self.folder / "confusion_matrix.png", figure_png(confusion))
+        if instruments.get("confusion_matrix") is not None:  # None in an earlier report of a long stream (run_folder.compact_report)
+            confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], step, label)
+            write_atomic(self.folder / "confusion_matrix.png", figure_png(confusion))
         per_class = per_class_accuracy_figure(instruments["per_class_accuracy"], instruments["classes"], step, label)
         write_atomic(self.folder / "per_class_accuracy.png", figure_png(per_class))
         if instruments.get("drift"):

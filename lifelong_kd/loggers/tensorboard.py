@@ -174,8 +174,9 @@ class TensorBoardLogger:
         for j, row in enumerate(instruments.get("per_class_accuracy", [])):
             self._scalars(f"per_class_accuracy/experience_{j}", {f"class_{i}": value for i, value in enumerate(row)}, step)
         if self.figures and last:
-            confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], step, self.label_)
-            self._writer().add_figure("confusion_matrix", confusion, step)
+            if instruments.get("confusion_matrix") is not None:  # None in an earlier report of a long stream (run_folder.compact_report)
+                confusion = confusion_matrix_figure(instruments["confusion_matrix"], instruments["unit_names"], step, self.label_)
+                self._writer().add_figure("confusion_matrix", confusion, step)
             if drift:
                 self._writer().add_figure("representation_drift", drift_figure(drift["cka_matrix"], self.label_), step)
 

@@ -1,0 +1,37 @@
+"""What a run keeps per experience on long streams: earlier reports drop a large confusion matrix."""
+
+from __future__ import annotations
+
+from lifelong_kd.run_folder import KEPT_CONFUSION_CELLS, MemberLog, compact_report
+
+
+def _report(step: int, units: int) -> dict:
+    confusion = [[step + 1 if a == b else 0 for b in range(units)] for a in range(units)]
+    return {"step": step, "accuracy_matrix": [[0.5]], "instruments": {"confusion_matrix": confusion, "class_forgetting": 0.1}}
+
+
+def test_earlier_reports_drop_a_large_confusion_matrix_and_the_newest_keeps_it():
+    units = int(KEPT_CONFUSION_CELLS**0.5) + 1
+    log = MemberLog()
+    for step in range(4):
+        log.add(_report(step, units), {"train_seconds": 1.0})
+    assert [r["instruments"]["confusion_matrix"] is None for r in log.reports] == [True, True, True, False]
+    assert log.reports[-1]["instruments"]["confusion_matrix"][0][0] == 4
+    assert all(r["instruments"]["class_forgetting"] == 0.1 for r in log.reports)  # everything else is kept
+
+
+def test_small_confusion_matrices_stay_in_every_report():
+    log = MemberLog()
+    for step in range(3):
+        log.add(_report(step, 10), {})
+    assert [r["instruments"]["confusion_matrix"][0][0] for r in log.reports] == [1, 2, 3]
+
+
+def test_replacing_the_newest_report_on_resume_keeps_its_matrix_and_compacts_nothing_twice():
+    units = int(KEPT_CONFUSION_CELLS**0.5) + 1
+    log = MemberLog([compact_report(_report(0, units)), _report(1, units)], [{}, {}])
+    log.add(_report(1, units), {})  # a resumed run re-evaluates nothing, but add() may replace the newest step
+    assert log.reports[0]["instruments"]["confusion_matrix"] is None and log.reports[1]["instruments"]["confusion_matrix"][0][0] == 2
+    original = _report(0, units)
+    compact_report(original)
+    assert original["instruments"]["confusion_matrix"] is not None  # the live report is not changed
