@@ -11,11 +11,9 @@ from torch import Tensor, nn
 
 from lifelong_kd import distributed, losses
 from lifelong_kd.data.stream import Batch, Experience, Split, Stream
-from lifelong_kd.memory import ReplayMemory
 from lifelong_kd.strategies import distill, rehearsal
 from lifelong_kd.strategies.base import ModelOutput, Strategy
-from lifelong_kd.strategies.distill import Knowledge, check_number, check_temperature
-from lifelong_kd.teacher import freeze_copy
+from lifelong_kd.strategies.distill import check_number, check_temperature
 
 # Minibatch of the bias-correction fit (mammoth iterates its validation loader in minibatches).
 BIAS_BATCH_SIZE = 128
@@ -66,7 +64,7 @@ def fit_bias_correction(
     return correction.detach()
 
 
-class BiC(Strategy):
+class BiC(rehearsal.ExemplarHooks, rehearsal.ReplayHooks, Strategy):
     r"""BiC: distillation with exemplars, then a two-parameter bias correction of the new classes' logits.
 
     **Stage 1** (Wu et al. 2019, Eq. 1-3): each step trains on the current minibatch and
@@ -131,50 +129,28 @@ class BiC(Strategy):
         self.bias_epochs = bias_epochs
         self.bias_lr = bias_lr
         self.replay_batch_size = replay_batch_size
-        self.rehearsal_ = rehearsal.Rehearsal(buffer_size, "herding")
-        self.teacher_: nn.Module | None = None
-        self.knowledge_: Knowledge | None = None
+        self.init_exemplars(buffer_size)
         self.correction_: Tensor | None = None
         self.corrected_range_: tuple[int, int] = (0, 0)
-        self.scenario_: str | None = None
-        self._experience: Experience | None = None
-        self._active_classes = 0
-        self._teacher_state: dict[str, Tensor] | None = None
         self._held_out = torch.zeros(0, dtype=torch.long)
         self._validation = torch.zeros(0, dtype=torch.bool)
         self._part: tuple[Experience, Experience] | None = None
 
-    @property
-    def memory_(self) -> ReplayMemory:
-        """The exemplar memory (herding)."""
-        return self.rehearsal_.memory
-
-    def check_stream(self, stream: Stream) -> None:
-        """Validate the options and the scenario; remember the stream's transforms."""
-        super().check_stream(stream)
+    def check_options(self) -> None:
+        """``temperature``, ``bias_lr``, ``validation_fraction`` and ``bias_epochs`` are in range."""
         check_temperature(self.temperature)
         check_number("bias_lr", self.bias_lr)
         if not (isinstance(self.validation_fraction, (int, float)) and 0 < self.validation_fraction < 1):
             raise ValueError(f"validation_fraction must be in (0, 1) (0.1 in Wu et al. 2019), got {self.validation_fraction!r}.")
         if isinstance(self.bias_epochs, bool) or not isinstance(self.bias_epochs, int) or self.bias_epochs < 0:
             raise ValueError(f"bias_epochs must be a non-negative integer, got {self.bias_epochs!r}.")
-        rehearsal.check_replay_batch_size(self.replay_batch_size)
-        self.rehearsal_.check_stream(stream)
-        self.scenario_ = stream.scenario
-
-    def _knowledge(self) -> Knowledge:
-        return self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))
 
     def _old_classes(self) -> int:
         return self.knowledge_.n_classes if self.knowledge_ is not None else 0
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Reseed; rebuild a restored teacher; hold out the validation samples of every class."""
-        self._experience = experience
-        self.rehearsal_.begin(experience)
-        self._active_classes = self._knowledge().learn(experience).n_classes
-        if self.teacher_ is None and self._teacher_state is not None:
-            self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
+        super().before_experience(model, experience)
         self._held_out, self._part = torch.zeros(0, dtype=torch.long), None
         self._validation = torch.zeros(len(self.memory_), dtype=torch.bool)
         if self._old_classes() > 0 and len(self.memory_):
@@ -207,24 +183,15 @@ class BiC(Strategy):
         """Stage 1 on the batch and replayed (non-held-out) exemplars, minus the loop's cross-entropy."""
         experience = distill.require_experience(self._experience)
         share = rehearsal.locate(batch)
-        logits, labels, inputs = [output.logits], [batch.y], [batch.x]
         candidates = torch.nonzero(~self._validation).flatten() if len(self._validation) else torch.arange(len(self.memory_))
-        drawn = 0
-        if len(candidates):
-            size = rehearsal.union_share(self.replay_batch_size, share, self._training_part(experience), len(candidates))
-            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, candidates, share)
-            drawn = len(replayed.drawn)
-            if len(replayed.batch.y):
-                logits.append(model(replayed.batch.x, replayed.batch.task_id))
-                labels.append(replayed.batch.y)
-                inputs.append(replayed.batch.x)
-        logits, labels = torch.cat(logits), torch.cat(labels)
+        replayed = self.replay_exemplars(batch, share, self._training_part(experience), candidates)
+        logits, labels, inputs, drawn = rehearsal.with_replayed(model, batch, output, replayed)
         union, total = len(labels), share.size + drawn
         old, active = self._old_classes(), self._active_classes
         weight = old / active
         loss = (1 - weight) * share.weigh(F.cross_entropy(logits[:, :active], labels), union, total) - F.cross_entropy(output.logits, batch.y)
         if self.teacher_ is not None and old > 0:
-            distillation = losses.soft_cross_entropy(logits[:, :old], self._teacher_logits(torch.cat(inputs)), self.temperature)
+            distillation = losses.soft_cross_entropy(logits[:, :old], self._teacher_logits(inputs), self.temperature)
             loss = loss + weight * share.weigh(distillation, union, total)
         return loss
 
@@ -243,11 +210,7 @@ class BiC(Strategy):
             logits, labels = self._validation_logits(model, experience)
             self.correction_ = fit_bias_correction(logits[:, :active], labels, old, active, self.bias_epochs, self.bias_lr, self.rehearsal_.generator)
             self.corrected_range_ = (old, active)
-        self.knowledge_ = self._knowledge().learn(experience)
-        self.teacher_, self._teacher_state = freeze_copy(model), None
-        features = rehearsal.training_features(model, experience).cpu()
-        task_ids = torch.full_like(experience.train.y, experience.task_id)
-        self.memory_.update_groups(experience.train.x, experience.train.y, task_ids, experience.index, features=features)
+        self.remember(model, experience)
         self._held_out, self._validation, self._part = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool), None
 
     @torch.no_grad()
@@ -277,23 +240,12 @@ class BiC(Strategy):
         return outputs.train(model.training)
 
     def state_dict(self) -> dict[str, Any]:
-        """Exemplars, teacher weights, what it knew, the bias correction and the scenario."""
-        teacher = distill.teacher_state(self.teacher_) if self.teacher_ is not None else self._teacher_state
-        return {
-            "memory": self.rehearsal_.state_dict(),
-            "teacher": teacher,
-            "knowledge": self.knowledge_.to_state() if self.knowledge_ is not None else None,
-            "correction": self.correction_,
-            "corrected_range": list(self.corrected_range_),
-            "scenario": self.scenario_,
-        }
+        """Exemplars, teacher weights, what it knew, the scenario and the bias correction."""
+        return {**super().state_dict(), "correction": self.correction_, "corrected_range": list(self.corrected_range_)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the teacher is rebuilt at the next ``before_experience``."""
-        self.rehearsal_.load_state_dict(state["memory"])
-        self.teacher_, self._teacher_state = None, state["teacher"]
-        self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
+        super().load_state_dict(state)
         self.correction_ = state["correction"]
         start, stop = state["corrected_range"]
         self.corrected_range_ = (int(start), int(stop))
-        self.scenario_ = state["scenario"] or self.scenario_

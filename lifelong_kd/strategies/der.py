@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong_kd.data.stream import Batch, Experience, Stream
-from lifelong_kd.memory import ReplayMemory, Stored
+from lifelong_kd.data.stream import Batch
+from lifelong_kd.memory import Stored
 from lifelong_kd.strategies import rehearsal
 from lifelong_kd.strategies.base import ModelOutput, Strategy
-from lifelong_kd.strategies.distill import check_number, require_experience
+from lifelong_kd.strategies.distill import check_number
 
 LOGITS = "logits"
 
@@ -51,7 +51,7 @@ def dark_replay(
 
 
 class _DarkReplayHooks:
-    """The hooks DER and DER++ share (a mixin listed before ``Strategy``).
+    """What DER and DER++ add to :class:`~lifelong_kd.strategies.rehearsal.ReplayHooks` (a mixin listed before it).
 
     A reservoir memory of samples with their logits at insertion time; each class sets
     ``alpha``, ``replay_batch_size``, ``rehearsal_`` and ``_experience``, and DER++ ``beta``.
@@ -60,49 +60,26 @@ class _DarkReplayHooks:
     alpha: float
     replay_batch_size: int | None
     rehearsal_: rehearsal.Rehearsal
-    _experience: Experience | None
-
-    @property
-    def memory_(self) -> ReplayMemory:
-        """The replay memory (reservoir; extra ``"logits"`` per sample)."""
-        return self.rehearsal_.memory
+    replay_step: Callable[..., Tensor]
 
     def _label_weight(self) -> float:
         return float(getattr(self, "beta", 0.0))
 
-    def check_stream(self, stream: Stream) -> None:
-        """Validate the options; remember the stream's transforms."""
-        super().check_stream(stream)  # Strategy's scenario check
+    def check_options(self) -> None:
+        """``alpha`` and ``beta`` are non-negative numbers."""
         check_number("alpha", self.alpha)
         check_number("beta", self._label_weight())
-        rehearsal.check_replay_batch_size(self.replay_batch_size)
-        self.rehearsal_.check_stream(stream)
-
-    def before_experience(self, model: nn.Module, experience: Experience) -> None:
-        """Reseed the replay generator for this experience."""
-        self._experience = experience
-        self.rehearsal_.begin(experience)
 
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """The replay terms (zero while the memory is empty); then store the batch with its logits."""
-        experience = require_experience(self._experience)
-        share = rehearsal.locate(batch)
-        loss = output.logits.new_zeros(())
-        if len(self.memory_):
-            loss = dark_replay(model, self.rehearsal_, batch, self.replay_batch_size, self.alpha, self._label_weight(), share)
-        self.rehearsal_.add(batch, experience, {LOGITS: output.logits.detach().float()}, share)
-        return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        """The memory (samples, labels and logits)."""
-        return {"memory": self.rehearsal_.state_dict()}
+        def replay(share: rehearsal.Share) -> Tensor:
+            return dark_replay(model, self.rehearsal_, batch, self.replay_batch_size, self.alpha, self._label_weight(), share)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.rehearsal_.load_state_dict(state["memory"])
+        return self.replay_step(batch, output, replay, {LOGITS: output.logits.detach().float()})
 
 
-class DER(_DarkReplayHooks, Strategy):
+class DER(_DarkReplayHooks, rehearsal.ReplayHooks, Strategy):
     r"""Dark Experience Replay: match the logits the model gave replayed samples when they were stored.
 
     .. math::
@@ -139,7 +116,7 @@ class DER(_DarkReplayHooks, Strategy):
         self._experience = None
 
 
-class DERpp(_DarkReplayHooks, Strategy):
+class DERpp(_DarkReplayHooks, rehearsal.ReplayHooks, Strategy):
     r"""DER++: DER plus cross-entropy on the labels of a second, independent replayed minibatch.
 
     .. math::

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong_kd.data.stream import Batch, Experience, Stream
-from lifelong_kd.memory import ReplayMemory
+from lifelong_kd.data.stream import Batch, Experience
 from lifelong_kd.strategies import rehearsal
 from lifelong_kd.strategies.base import ModelOutput, Strategy
-from lifelong_kd.strategies.distill import require_experience
 
 
-class ER(Strategy):
+class ER(rehearsal.ReplayHooks, Strategy):
     r"""Experience replay: train on the current minibatch together with one drawn from a reservoir memory.
 
     Every step draws ``R`` distinct samples from the memory (before the current batch is
@@ -50,40 +46,15 @@ class ER(Strategy):
         self.rehearsal_ = rehearsal.Rehearsal(buffer_size, "reservoir")
         self._experience: Experience | None = None
 
-    @property
-    def memory_(self) -> ReplayMemory:
-        """The replay memory (reservoir)."""
-        return self.rehearsal_.memory
-
-    def check_stream(self, stream: Stream) -> None:
-        """Validate the options; remember the stream's transforms."""
-        super().check_stream(stream)
-        rehearsal.check_replay_batch_size(self.replay_batch_size)
-        self.rehearsal_.check_stream(stream)
-
-    def before_experience(self, model: nn.Module, experience: Experience) -> None:
-        """Reseed the replay generator for this experience."""
-        self._experience = experience
-        self.rehearsal_.begin(experience)
-
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """The union-mean correction above (zero while the memory is empty); then store the batch."""
-        experience = require_experience(self._experience)
-        share = rehearsal.locate(batch)
-        loss = output.logits.new_zeros(())
-        if len(self.memory_):
+
+        def union_correction(share: rehearsal.Share) -> Tensor:
             size = rehearsal.replay_size(self.replay_batch_size, share)
             replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, share=share)
             current, memory = share.size, len(replayed.drawn)
-            replay_ce = rehearsal.replayed_term(share, replayed, lambda inputs, _: F.cross_entropy(model(inputs.x, inputs.task_id), inputs.y), loss)
-            loss = memory / (current + memory) * (replay_ce - F.cross_entropy(output.logits, batch.y))
-        self.rehearsal_.add(batch, experience, share=share)
-        return loss
+            like = output.logits.new_zeros(())
+            replay_ce = rehearsal.replayed_term(share, replayed, lambda inputs, _: F.cross_entropy(model(inputs.x, inputs.task_id), inputs.y), like)
+            return memory / (current + memory) * (replay_ce - F.cross_entropy(output.logits, batch.y))
 
-    def state_dict(self) -> dict[str, Any]:
-        """The memory."""
-        return {"memory": self.rehearsal_.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.rehearsal_.load_state_dict(state["memory"])
+        return self.replay_step(batch, output, union_correction)

@@ -9,12 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong_kd import distributed
-from lifelong_kd.data.stream import Batch, Experience, Stream
-from lifelong_kd.memory import ReplayMemory
+from lifelong_kd.data.stream import Batch, Experience
 from lifelong_kd.strategies import distill, rehearsal
 from lifelong_kd.strategies.base import ModelOutput, Strategy
-from lifelong_kd.strategies.distill import Knowledge
-from lifelong_kd.teacher import freeze_copy
 
 # Score of classes without exemplars in the nearest-mean classifier: never the arg max.
 UNKNOWN_CLASS_SCORE = -1e9
@@ -52,7 +49,7 @@ class NearestMeanOfExemplars(nn.Module):
         return F.pad(scores, (0, self.width - scores.shape[1]), value=UNKNOWN_CLASS_SCORE)
 
 
-class ICaRL(Strategy):
+class ICaRL(rehearsal.ExemplarHooks, rehearsal.ReplayHooks, Strategy):
     r"""iCaRL: herding exemplars, sigmoid distillation on old classes, nearest-mean-of-exemplars classifier.
 
     **Representation learning** (Rebuffi et al. 2017, Algorithm 3): every step trains on
@@ -101,54 +98,16 @@ class ICaRL(Strategy):
     ) -> None:
         self.buffer_size = buffer_size
         self.replay_batch_size = replay_batch_size
-        self.rehearsal_ = rehearsal.Rehearsal(buffer_size, "herding")
-        self.teacher_: nn.Module | None = None
-        self.knowledge_: Knowledge | None = None
+        self.init_exemplars(buffer_size)
         self.means_: Tensor | None = None
-        self.scenario_: str | None = None
-        self._experience: Experience | None = None
-        self._active_classes = 0
-        self._teacher_state: dict[str, Tensor] | None = None
-
-    @property
-    def memory_(self) -> ReplayMemory:
-        """The exemplar memory (herding)."""
-        return self.rehearsal_.memory
-
-    def check_stream(self, stream: Stream) -> None:
-        """Validate the options and the scenario; remember the stream's transforms."""
-        super().check_stream(stream)
-        rehearsal.check_replay_batch_size(self.replay_batch_size)
-        self.rehearsal_.check_stream(stream)
-        self.scenario_ = stream.scenario
-
-    def before_experience(self, model: nn.Module, experience: Experience) -> None:
-        """Reseed the replay generator; rebuild a restored teacher."""
-        self._experience = experience
-        self.rehearsal_.begin(experience)
-        self._active_classes = self._knowledge().learn(experience).n_classes
-        if self.teacher_ is None and self._teacher_state is not None:
-            self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
-
-    def _knowledge(self) -> Knowledge:
-        return self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))
 
     def loss(self, model: nn.Module, batch: Batch, output: ModelOutput) -> Tensor:
         """iCaRL's loss on the batch and replayed exemplars, minus the loop's cross-entropy."""
         experience = distill.require_experience(self._experience)
         share = rehearsal.locate(batch)
-        logits, labels, inputs = [output.logits], [batch.y], [batch.x]
-        drawn = 0
-        if len(self.memory_):
-            size = rehearsal.union_share(self.replay_batch_size, share, experience, len(self.memory_))
-            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, share=share)
-            drawn = len(replayed.drawn)
-            if len(replayed.batch.y):
-                logits.append(model(replayed.batch.x, replayed.batch.task_id))
-                labels.append(replayed.batch.y)
-                inputs.append(replayed.batch.x)
-        labels = torch.cat(labels)
-        icarl = share.weigh(self._icarl_loss(torch.cat(logits), labels, torch.cat(inputs)), len(labels), share.size + drawn)
+        replayed = self.replay_exemplars(batch, share, experience)
+        logits, labels, inputs, drawn = rehearsal.with_replayed(model, batch, output, replayed)
+        icarl = share.weigh(self._icarl_loss(logits, labels, inputs), len(labels), share.size + drawn)
         return icarl - F.cross_entropy(output.logits, batch.y)
 
     def _icarl_loss(self, logits: Tensor, labels: Tensor, inputs: Tensor) -> Tensor:
@@ -163,11 +122,7 @@ class ICaRL(Strategy):
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Snapshot the teacher, choose this experience's exemplars by herding, recompute the class means."""
-        self.knowledge_ = self._knowledge().learn(experience)
-        self.teacher_, self._teacher_state = freeze_copy(model), None
-        features = rehearsal.training_features(model, experience).cpu()
-        task_ids = torch.full_like(experience.train.y, experience.task_id)
-        self.memory_.update_groups(experience.train.x, experience.train.y, task_ids, experience.index, features=features)
+        self.remember(model, experience)
         self.means_ = self.class_means(model)
 
     @torch.no_grad()
@@ -197,20 +152,10 @@ class ICaRL(Strategy):
         return classifier.train(model.training)
 
     def state_dict(self) -> dict[str, Any]:
-        """Exemplars, teacher weights, what it knew, class means and the scenario."""
-        teacher = distill.teacher_state(self.teacher_) if self.teacher_ is not None else self._teacher_state
-        return {
-            "memory": self.rehearsal_.state_dict(),
-            "teacher": teacher,
-            "knowledge": self.knowledge_.to_state() if self.knowledge_ is not None else None,
-            "means": self.means_,
-            "scenario": self.scenario_,
-        }
+        """Exemplars, teacher weights, what it knew, the scenario and the class means."""
+        return {**super().state_dict(), "means": self.means_}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the teacher is rebuilt at the next ``before_experience``."""
-        self.rehearsal_.load_state_dict(state["memory"])
-        self.teacher_, self._teacher_state = None, state["teacher"]
-        self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
+        super().load_state_dict(state)
         self.means_ = state["means"]
-        self.scenario_ = state["scenario"] or self.scenario_

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from lifelong_kd import distributed
-from lifelong_kd.data.stream import Batch, Experience, Stream
-from lifelong_kd.memory import ReplayMemory
+from lifelong_kd.data.stream import Batch, Experience
 from lifelong_kd.models import CosineLinear
 from lifelong_kd.strategies import distill, rehearsal
 from lifelong_kd.strategies.base import ModelOutput, Strategy
-from lifelong_kd.strategies.distill import Knowledge, check_number
-from lifelong_kd.teacher import freeze_copy
+from lifelong_kd.strategies.distill import check_number
 
 
 def cosine_head(model: nn.Module) -> CosineLinear:
@@ -59,7 +55,7 @@ def margin_ranking(cosines: Tensor, labels: Tensor, old: int, margin: float, har
     return F.relu(margin - truth + negatives).mean()
 
 
-class LUCIR(Strategy):
+class LUCIR(rehearsal.ExemplarHooks, rehearsal.ReplayHooks, Strategy):
     r"""LUCIR: cosine-normalised classifier, less-forget feature distillation, margin ranking, herding exemplars.
 
     Each step trains on the current minibatch and ``R`` exemplars (herding memory, as iCaRL)
@@ -113,42 +109,20 @@ class LUCIR(Strategy):
         self.hard_negatives = hard_negatives
         self.ranking_weight = ranking_weight
         self.replay_batch_size = replay_batch_size
-        self.rehearsal_ = rehearsal.Rehearsal(buffer_size, "herding")
-        self.teacher_: nn.Module | None = None
-        self.knowledge_: Knowledge | None = None
-        self.scenario_: str | None = None
-        self._experience: Experience | None = None
-        self._active_classes = 0
-        self._teacher_state: dict[str, Tensor] | None = None
+        self.init_exemplars(buffer_size)
         self._freeze: RemovableHandle | None = None
 
-    @property
-    def memory_(self) -> ReplayMemory:
-        """The exemplar memory (herding)."""
-        return self.rehearsal_.memory
-
-    def check_stream(self, stream: Stream) -> None:
-        """Validate the options and the scenario; remember the stream's transforms."""
-        super().check_stream(stream)
+    def check_options(self) -> None:
+        """``lambda_base``, ``margin`` and ``ranking_weight`` are non-negative numbers; ``hard_negatives`` a positive integer."""
         for name in ("lambda_base", "margin", "ranking_weight"):
             check_number(name, getattr(self, name))
         if isinstance(self.hard_negatives, bool) or not isinstance(self.hard_negatives, int) or self.hard_negatives < 1:
             raise ValueError(f"hard_negatives must be a positive integer (K = 2 in Hou et al. 2019), got {self.hard_negatives!r}.")
-        rehearsal.check_replay_batch_size(self.replay_batch_size)
-        self.rehearsal_.check_stream(stream)
-        self.scenario_ = stream.scenario
-
-    def _knowledge(self) -> Knowledge:
-        return self.knowledge_ or Knowledge(distill.require_scenario(self.scenario_))
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Check the head; reseed; rebuild a restored teacher; freeze the old classes' weights."""
         head = cosine_head(model)
-        self._experience = experience
-        self.rehearsal_.begin(experience)
-        self._active_classes = self._knowledge().learn(experience).n_classes
-        if self.teacher_ is None and self._teacher_state is not None:
-            self.teacher_ = distill.rebuild_teacher(model, self._teacher_state)
+        super().before_experience(model, experience)
         self._release()
         old = self.knowledge_.n_classes if self.knowledge_ is not None else 0
         if old > 0:
@@ -169,9 +143,8 @@ class LUCIR(Strategy):
         share = rehearsal.locate(batch, [int((batch.y < old).sum())] if distilling and distributed.world_size() > 1 else [])
         features, logits, labels, inputs = [output.features], [output.logits], [batch.y], [batch.x]
         drawn = batch.y[:0].cpu()
-        if len(self.memory_):
-            size = rehearsal.union_share(self.replay_batch_size, share, experience, len(self.memory_))
-            replayed = self.rehearsal_.replay(size, rehearsal.replay_augmented(batch), batch.x.device, share=share)
+        replayed = self.replay_exemplars(batch, share, experience)
+        if replayed is not None:
             drawn = replayed.drawn.y
             if len(replayed.batch.y):
                 replay_features = model.features(replayed.batch.x)
@@ -204,31 +177,10 @@ class LUCIR(Strategy):
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Unfreeze, snapshot the teacher, choose this experience's exemplars by herding."""
         self._release()
-        self.knowledge_ = self._knowledge().learn(experience)
-        self.teacher_, self._teacher_state = freeze_copy(model), None
-        features = rehearsal.training_features(model, experience).cpu()
-        task_ids = torch.full_like(experience.train.y, experience.task_id)
-        self.memory_.update_groups(experience.train.x, experience.train.y, task_ids, experience.index, features=features)
+        self.remember(model, experience)
 
     def evaluation_model(self, model: nn.Module) -> nn.Module:
         """The cosine classifier's scores over the classes seen so far."""
         if self.knowledge_ is None:
             return model
         return rehearsal.SeenClassOutputs(model, self.knowledge_.n_classes).train(model.training)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Exemplars, teacher weights, what it knew and the scenario."""
-        teacher = distill.teacher_state(self.teacher_) if self.teacher_ is not None else self._teacher_state
-        return {
-            "memory": self.rehearsal_.state_dict(),
-            "teacher": teacher,
-            "knowledge": self.knowledge_.to_state() if self.knowledge_ is not None else None,
-            "scenario": self.scenario_,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the teacher is rebuilt at the next ``before_experience``."""
-        self.rehearsal_.load_state_dict(state["memory"])
-        self.teacher_, self._teacher_state = None, state["teacher"]
-        self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
-        self.scenario_ = state["scenario"] or self.scenario_

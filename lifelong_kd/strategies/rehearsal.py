@@ -43,6 +43,12 @@ sit (one small all-gather per step); then
 
 The memories are therefore identical on every process, and a step equals the single-process
 step up to float rounding (batch-norm statistics inside a step excepted, as for the loop).
+
+The hooks the strategies share are two mixins, listed before ``Strategy`` (each one level
+deep): :class:`ReplayHooks` (all six: the memory, option checks, reseeding, the memory's
+state; ER's and DER's replay step) and :class:`ExemplarHooks` (iCaRL, LUCIR, BiC, listed
+before :class:`ReplayHooks`: the frozen snapshot and what it knew, herding after each
+experience, exemplars drawn as a share of the union of data and memory).
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ from lifelong_kd.data.augment import random_crop_flip
 from lifelong_kd.data.stream import Batch, Experience, Split, Stream, model_inputs
 from lifelong_kd.memory import ReplayMemory, Stored
 from lifelong_kd.models import inference_batch_size
+from lifelong_kd.strategies.base import ModelOutput
+from lifelong_kd.strategies.distill import Knowledge, rebuild_teacher, require_experience, require_scenario, teacher_state
+from lifelong_kd.teacher import freeze_copy
 
 # Upper bound of the per-experience seed drawn from torch's global generator.
 SEED_RANGE = 2**62
@@ -431,3 +440,146 @@ def training_features(model: nn.Module, experience: Experience, normalise: bool 
     finally:
         model.train(was_training)
     return torch.nn.functional.normalize(features, dim=1) if normalise else features
+
+
+class ReplayHooks:
+    """The hooks every memory strategy shares (a mixin listed before ``Strategy``).
+
+    The strategy's ``__init__`` sets ``replay_batch_size``, ``rehearsal_`` (a :class:`Rehearsal`)
+    and ``_experience`` (None); it may override :meth:`check_options`.
+    """
+
+    replay_batch_size: int | None
+    rehearsal_: Rehearsal
+    _experience: Experience | None
+
+    @property
+    def memory_(self) -> ReplayMemory:
+        """The replay memory."""
+        return self.rehearsal_.memory
+
+    def check_stream(self, stream: Stream) -> None:
+        """Validate the scenario, the options (:meth:`check_options`, then ``replay_batch_size``); remember the stream's transforms."""
+        super().check_stream(stream)  # Strategy's scenario check
+        self.check_options()
+        check_replay_batch_size(self.replay_batch_size)
+        self.rehearsal_.check_stream(stream)
+
+    def check_options(self) -> None:
+        """Raise ``ValueError`` for a bad option of the method (none by default)."""
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Reseed the replay generator for this experience."""
+        self._experience = experience
+        self.rehearsal_.begin(experience)
+
+    def replay_step(self, batch: Batch, output: ModelOutput, term: Callable[[Share], Tensor], extras: dict[str, Tensor] | None = None) -> Tensor:
+        """ER's and DER's step: ``term(share)`` once the memory holds samples (zero before); then offer the batch to the memory.
+
+        Args:
+            batch: The loop's minibatch.
+            output: The model's output on it.
+            term: The replay loss, given this process's place in the global minibatch (:func:`locate`).
+            extras: Per-sample values stored with the batch (DER's logits).
+        """
+        experience = require_experience(self._experience)
+        share = locate(batch)
+        loss = term(share) if len(self.memory_) else output.logits.new_zeros(())
+        self.rehearsal_.add(batch, experience, extras, share)
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memory."""
+        return {"memory": self.rehearsal_.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.rehearsal_.load_state_dict(state["memory"])
+
+
+class ExemplarHooks:
+    """What iCaRL, LUCIR and BiC share (a mixin listed before :class:`ReplayHooks` and ``Strategy``).
+
+    A herding memory of exemplars; the frozen snapshot of the model taken after each experience
+    (the teacher) and the classes it knew; the number of classes seen including the current
+    experience's; the scenario (class-incremental). The strategy's ``__init__`` calls
+    :meth:`init_exemplars`.
+    """
+
+    memory_: ReplayMemory
+    rehearsal_: Rehearsal
+    replay_batch_size: int | None
+
+    def init_exemplars(self, buffer_size: int) -> None:
+        """Empty state: a herding memory of ``buffer_size`` exemplars, no teacher yet."""
+        self.rehearsal_ = Rehearsal(buffer_size, "herding")
+        self.teacher_: nn.Module | None = None
+        self.knowledge_: Knowledge | None = None
+        self.scenario_: str | None = None
+        self._experience: Experience | None = None
+        self._active_classes = 0
+        self._teacher_state: dict[str, Tensor] | None = None
+
+    def _knowledge(self) -> Knowledge:
+        return self.knowledge_ or Knowledge(require_scenario(self.scenario_))
+
+    def check_stream(self, stream: Stream) -> None:
+        """:meth:`ReplayHooks.check_stream`; record the scenario."""
+        super().check_stream(stream)
+        self.scenario_ = stream.scenario
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Reseed; count the classes seen with this experience; rebuild a restored teacher."""
+        super().before_experience(model, experience)
+        self._active_classes = self._knowledge().learn(experience).n_classes
+        if self.teacher_ is None and self._teacher_state is not None:
+            self.teacher_ = rebuild_teacher(model, self._teacher_state)
+
+    def replay_exemplars(self, batch: Batch, share: Share, experience: Experience, candidates: Tensor | None = None) -> Replayed | None:
+        """Exemplars to train on with ``batch``: their share of a minibatch of the union (:func:`union_share`); None without any.
+
+        Args:
+            batch: The loop's minibatch.
+            share: Its place in the global minibatch (:func:`locate`).
+            experience: The data the loop trains on (its size sets the share).
+            candidates: Memory slots to draw among (None: all).
+        """
+        available = len(self.memory_) if candidates is None else len(candidates)
+        if available == 0:
+            return None
+        size = union_share(self.replay_batch_size, share, experience, available)
+        return self.rehearsal_.replay(size, replay_augmented(batch), batch.x.device, candidates, share)
+
+    def remember(self, model: nn.Module, experience: Experience) -> None:
+        """After an experience: what the model knows, its frozen snapshot as the teacher, the experience's exemplars by herding."""
+        self.knowledge_ = self._knowledge().learn(experience)
+        self.teacher_, self._teacher_state = freeze_copy(model), None
+        features = training_features(model, experience).cpu()
+        task_ids = torch.full_like(experience.train.y, experience.task_id)
+        self.memory_.update_groups(experience.train.x, experience.train.y, task_ids, experience.index, features=features)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Exemplars, teacher weights, what it knew and the scenario."""
+        teacher = teacher_state(self.teacher_) if self.teacher_ is not None else self._teacher_state
+        knowledge = self.knowledge_.to_state() if self.knowledge_ is not None else None
+        return {**super().state_dict(), "teacher": teacher, "knowledge": knowledge, "scenario": self.scenario_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the teacher is rebuilt at the next ``before_experience``."""
+        super().load_state_dict(state)
+        self.teacher_, self._teacher_state = None, state["teacher"]
+        self.knowledge_ = Knowledge.from_state(state["knowledge"]) if state["knowledge"] is not None else None
+        self.scenario_ = state["scenario"] or self.scenario_
+
+
+def with_replayed(model: nn.Module, batch: Batch, output: ModelOutput, replayed: Replayed | None) -> tuple[Tensor, Tensor, Tensor, int]:
+    """The minibatch followed by this process's replayed exemplars: logits (N, K), labels (N,), inputs (N, ...); and the number drawn in all."""
+    logits, labels, inputs = [output.logits], [batch.y], [batch.x]
+    drawn = 0
+    if replayed is not None:
+        drawn = len(replayed.drawn)
+        if len(replayed.batch.y):
+            logits.append(model(replayed.batch.x, replayed.batch.task_id))
+            labels.append(replayed.batch.y)
+            inputs.append(replayed.batch.x)
+    return torch.cat(logits), torch.cat(labels), torch.cat(inputs), drawn
