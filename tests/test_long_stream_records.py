@@ -35,3 +35,26 @@ def test_replacing_the_newest_report_on_resume_keeps_its_matrix_and_compacts_not
     original = _report(0, units)
     compact_report(original)
     assert original["instruments"]["confusion_matrix"] is not None  # the live report is not changed
+
+
+def test_readable_json_is_the_same_value_as_indented_json_with_number_lines_folded():
+    import json
+    import math
+
+    from lifelong_kd.evaluation.report import json_safe
+    from lifelong_kd.run_folder import json_compatible, readable_json
+
+    document = {
+        "matrix": [[1, 2, 3], [4, 5, 6]],
+        "row": [0.5, math.nan, math.inf, None, True],
+        "pair": (1, 2),
+        "empty": [],
+        "nested": [[1, [2, -math.inf]], {"a": math.nan, "b": ["x[y", "z"]}],
+        "reports": [{"step": 0, "confusion": [[1, 0], [0, 1]]}],
+        "text": "a\u0000b",
+    }
+    text = readable_json(document)
+    assert json.loads(text) == json.loads(json.dumps(json_safe(document), indent=2))
+    assert json_compatible(document) == json_safe(document)
+    assert '"matrix": [\n    [1, 2, 3],\n    [4, 5, 6]\n  ]' in text  # one line per row of numbers
+    assert "NaN" not in text and "Infinity" not in text
