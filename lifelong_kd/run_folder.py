@@ -297,6 +297,7 @@ def differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
 
 def refuse_resume(path: Path, found: Sequence[str]) -> ResumeError:
     """The error for a resume whose configuration differs, listing what differs."""
+    found = sorted(found, key=lambda text: ".options." in text)  # a changed strategy or setting before its many options
     listed = "; ".join(found[:12]) + (f"; and {len(found) - 12} more" if len(found) > 12 else "")
     return ResumeError(
         f"{path} holds a run with another configuration ({listed}). Resume it with the same options, "
