@@ -79,7 +79,7 @@ def load_runs(path: Path, quick: bool) -> list[dict]:
 
 def search(args: argparse.Namespace) -> None:
     """Train every (scenario, lambda, seed) not yet in the log; seeds outermost, so each seed completes a curve."""
-    done = {run["command"] for run in load_runs(args.log, args.quick)}
+    done = vdv.finished_commands(args.log, args.quick)
     iterations = args.iterations or vdv.PROTOCOL[args.experiment]["iterations"]
     args.log.parent.mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -87,7 +87,7 @@ def search(args: argparse.Namespace) -> None:
             for ewc_lambda in args.lambdas:
                 cell = vdv.Cell(args.experiment, scenario, "ewc", seed)
                 config = vdv.run_config(args.experiment, scenario, "ewc", seed, iterations, args, ewc_lambda=ewc_lambda)
-                if vdv.command_line(config) in done:
+                if vdv.command_key(vdv.command_line(config)) in done:
                     continue
                 record = vdv.run_one(cell, iterations, args, ewc_lambda=ewc_lambda)
                 if record is None:

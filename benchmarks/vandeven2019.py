@@ -46,6 +46,7 @@ import itertools
 import json
 import logging
 import math
+import re
 import statistics
 import sys
 import time
@@ -169,15 +170,16 @@ def issue16_order() -> list[Cell]:
 
     Permuted-MNIST at full length, seed 1 (domain, task, class; None, EWC, LwF, Joint), then
     seed 2; then the hypothesis runs (each changes one factor; split-MNIST cells, which are
-    short, on seeds 1-2; permuted-MNIST on seed 1); then permuted seed 3.
+    short, on seeds 1-2 beside our setting on the same seeds; permuted-MNIST on seed 1);
+    then permuted seed 3.
     """
     main = ("none", "ewc", "lwf", "joint")
     permuted = [Cell("permuted", scenario, method, seed) for seed in (1, 2) for scenario in ("domain", "task", "class") for method in main]
-    single = ("raw32", "keep-adam", "paper")
+    single = ("", "raw32", "keep-adam", "paper")  # "": our setting on the same seed (skipped when already in the log)
     hypotheses = [Cell("split", scenario, method, seed, variant) for seed in (1, 2)
                   for scenario, method in (("task", "none"), ("domain", "none"), ("domain", "ewc")) for variant in single]
     hypotheses += [Cell("split", "class", "lwf", seed, variant) for seed in (1, 2)
-                   for variant in ("raw32", "keep-adam", "active-classes", "convex", "keep-adam+convex", "paper")]
+                   for variant in ("", "raw32", "keep-adam", "active-classes", "convex", "keep-adam+convex", "paper")]
     hypotheses += [Cell("permuted", "domain", "lwf", 1, variant) for variant in ("keep-adam", "convex", "keep-adam+convex", "raw32", "paper")]
     hypotheses += [Cell("permuted", "domain", method, 1, variant) for method in ("none", "ewc") for variant in ("raw32", "keep-adam", "paper")]
     hypotheses += [Cell("permuted", "class", "lwf", 1, variant) for variant in ("active-classes", "paper")]
@@ -285,6 +287,16 @@ def run_one(cell: Cell, iterations: int, args: argparse.Namespace, ewc_lambda: f
         "run_folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
         "command": command_line(base),
     }
+
+
+def command_key(command: str) -> str:
+    """A run's command without its ``--data-root`` (records may show the data folder as a placeholder): what identifies a finished cell."""
+    return re.sub(r" --data-root \S+", "", command)
+
+
+def finished_commands(path: Path, quick: bool) -> set[str]:
+    """The :func:`command_key` of every run in the JSONL log."""
+    return {command_key(run["command"]) for run in load_runs(path, quick)}
 
 
 def load_runs(path: Path, quick: bool) -> list[dict]:
@@ -485,12 +497,12 @@ def setup_logging(path: Path) -> None:
 def run_cells(todo: list[Cell], args: argparse.Namespace) -> int:
     """Run ``todo`` in order, appending each finished run to ``args.log``; the number that could not run."""
     args.log.parent.mkdir(parents=True, exist_ok=True)
-    done = {run["command"] for run in load_runs(args.log, args.quick)}
+    done = finished_commands(args.log, args.quick)
     failed = 0
     for position, cell in enumerate(todo, start=1):
         iterations = args.iterations or PROTOCOL[cell.experiment]["iterations"]
         ewc_lambda = args.ewc_lambda.get(cell.scenario) if cell.method == "ewc" else None
-        command = command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant, ewc_lambda))
+        command = command_key(command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant, ewc_lambda)))
         if args.skip_done and command in done:
             continue
         log.info(f"cell {position}/{len(todo)}: {cell.name(iterations)}")
@@ -510,11 +522,11 @@ def list_cells(todo: list[Cell], args: argparse.Namespace) -> None:
     """Print each cell with its state: done (in the log), resumable (a checkpoint), or to do."""
     from lifelong_kd.run_folder import CHECKPOINT
 
-    done = {run["command"] for run in load_runs(args.log, args.quick)}
+    done = finished_commands(args.log, args.quick)
     for position, cell in enumerate(todo, start=1):
         iterations = args.iterations or PROTOCOL[cell.experiment]["iterations"]
         ewc_lambda = args.ewc_lambda.get(cell.scenario) if cell.method == "ewc" else None
-        command = command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant, ewc_lambda))
+        command = command_key(command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant, ewc_lambda)))
         folder = cell.name(iterations) + (f"-lambda{ewc_lambda:g}" if ewc_lambda is not None else "")
         state = "done" if command in done else "resumable" if (args.out_dir / folder / CHECKPOINT).is_file() else "to do"
         print(f"{position:3d} {state:9s} {cell.name(iterations)}")

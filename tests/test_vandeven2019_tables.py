@@ -23,8 +23,10 @@ def test_issue16_queue_starts_with_permuted_seed_1_domain_then_task_then_class_t
     expected = [("permuted", s, m, seed, "") for seed in (1, 2) for s in ("domain", "task", "class") for m in ("none", "ewc", "lwf", "joint")]
     assert first == expected
     hypotheses = [c for c in order if c.variant]
-    assert hypotheses and order.index(hypotheses[0]) == 24
+    assert hypotheses and order.index(hypotheses[0]) == 25  # after our split setting on the first hypothesis seed
     assert all(vdv.variant_factors(c.variant) for c in hypotheses)
+    for cell in hypotheses:  # each variant has our setting on the same seed in the queue or in the main grid
+        assert vdv.Cell(cell.experiment, cell.scenario, cell.method, cell.seed) in order
     assert len({c.name(5000) for c in order}) == len(order)  # one run folder per cell
 
 
