@@ -12,9 +12,9 @@ import ewc_lambda  # noqa: E402
 import vandeven2019 as vdv  # noqa: E402
 
 
-def record(experiment="permuted", scenario="domain", method="lwf", seed=1, accuracy=50.0, iterations=5000, **extra) -> dict:
+def record(experiment="permuted", scenario="domain", method="lwf", seed=1, accuracy=50.0, iterations=5000, command=None, **extra) -> dict:
     return {"experiment": experiment, "scenario": scenario, "method": method, "seed": seed, "average_accuracy": accuracy,
-            "iterations": iterations, "command": f"{experiment} {scenario} {method} {seed} {extra}", "wall_seconds": 1.0, "threads": 1, **extra}
+            "iterations": iterations, "command": command or f"{experiment} {scenario} {method} {seed} {extra}", "wall_seconds": 1.0, "threads": 1, **extra}
 
 
 def test_issue16_queue_starts_with_permuted_seed_1_domain_then_task_then_class_then_seed_2():
@@ -77,3 +77,15 @@ def test_lambda_is_chosen_by_mean_validation_accuracy_over_seeds():
             record(method="ewc", scenario="task", ewc_lambda=1.0, accuracy=90.0)]
     assert ewc_lambda.choose(runs) == {("permuted", "domain"): 100.0, ("permuted", "task"): 1.0}
     assert "| permuted-MNIST | domain | **100** |" in ewc_lambda.table(runs)
+
+
+def test_a_finished_cell_is_recognised_whatever_data_folder_its_record_shows(tmp_path):
+    class Args:
+        quick, train_size, test_size, data_root, validation_split = False, None, None, "/work/shared/data", 0.0
+
+    command = vdv.command_line(vdv.run_config("split", "task", "none", 1, 2000, Args()))
+    log = tmp_path / "runs.jsonl"
+    log.write_text(__import__("json").dumps(record(command=command.replace("../shared/data", "DATA"))) + "\n")
+    assert vdv.command_key(command) in vdv.finished_commands(log, quick=False)
+    other = vdv.command_line(vdv.run_config("split", "task", "none", 2, 2000, Args()))
+    assert vdv.command_key(other) not in vdv.finished_commands(log, quick=False)
