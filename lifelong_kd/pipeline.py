@@ -532,6 +532,7 @@ class _Run:
                 "strategy": None if member.strategy is None else distributed.to_cpu(member.strategy.state_dict()),
                 "evaluator": member.evaluator.state_dict(),
                 "reports": log.reports,
+                "reports": log.checkpoint_reports(),  # JSON text per report, encoded once (run_folder.MemberLog)
                 "optimizer": distributed.to_cpu(self.optimizer_states[member.name]) if member.name in self.optimizer_states else None,
                 "timing": log.timing,
             }

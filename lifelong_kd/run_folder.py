@@ -342,13 +342,25 @@ class MemberLog:
     """What one member of a run has finished: a report and a timing row per experience.
 
     Args:
-        reports: ``EvalReport.to_dict()`` of each finished experience.
+        reports: ``EvalReport.to_dict()`` of each finished experience, or its JSON text as the
+            checkpoint holds it (:meth:`checkpoint_reports`).
         timing: Timing of each finished experience (train/eval seconds, samples, ...).
     """
 
-    def __init__(self, reports: Sequence[Mapping[str, Any]] = (), timing: Sequence[Mapping[str, Any]] = ()) -> None:
-        self.reports = [dict(r) for r in reports]
+    def __init__(self, reports: Sequence[Mapping[str, Any] | str] = (), timing: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.reports = [json.loads(r) if isinstance(r, str) else dict(r) for r in reports]
         self.timing = [dict(t) for t in timing]
+        self.texts_: list[str | None] = [r if isinstance(r, str) else None for r in reports]
+
+    def checkpoint_reports(self) -> list[str]:
+        """Each report as JSON text, encoded once: the checkpoint's form of the reports.
+
+        A report is JSON-ready already (``EvalReport.to_dict``), so its text loads back to an
+        equal dict. As Python lists, the numbers of 50 reports (a 500-unit confusion matrix,
+        the accuracy rows) were pickled one object at a time at every experience.
+        """
+        self.texts_ = [text if text is not None else json.dumps(report) for text, report in zip(self.texts_, self.reports, strict=True)]
+        return list(self.texts_)
 
     @property
     def finished(self) -> int:
@@ -360,6 +372,7 @@ class MemberLog:
         step = int(report["step"])
         earlier = self.reports[:step]
         self.reports = earlier[:-1] + [compact_report(r) for r in earlier[-1:]] + [dict(report)]
+        self.texts_ = self.texts_[: max(step - 1, 0)] + [None] * (len(self.reports) - max(step - 1, 0))
         self.timing = self.timing[:step] + [dict(timing)]
 
 

@@ -58,3 +58,20 @@ def test_readable_json_is_the_same_value_as_indented_json_with_number_lines_fold
     assert json_compatible(document) == json_safe(document)
     assert '"matrix": [\n    [1, 2, 3],\n    [4, 5, 6]\n  ]' in text  # one line per row of numbers
     assert "NaN" not in text and "Infinity" not in text
+
+
+def test_reports_go_to_the_checkpoint_as_json_text_and_come_back_equal():
+    import math
+
+    log = MemberLog()
+    for step in range(3):
+        report = _report(step, 4)
+        report["metrics"] = {"forgetting": None, "average_accuracy": 0.1 * (step + 1), "curve": [0.5, math.pi]}
+        log.add(report, {"train_seconds": 0.5})
+    texts = log.checkpoint_reports()
+    assert all(isinstance(text, str) for text in texts) and len(texts) == 3
+    assert log.checkpoint_reports() is not texts and log.checkpoint_reports() == texts  # encoded once, returned again
+    restored = MemberLog(texts, log.timing)
+    assert restored.reports == log.reports and restored.finished == 3
+    restored.add(_report(3, 4), {})
+    assert MemberLog(restored.checkpoint_reports()).reports == restored.reports  # the text of the re-compacted report is renewed
