@@ -531,7 +531,6 @@ class _Run:
                 "model": None if member.model is None else distributed.to_cpu(member.model.state_dict()),
                 "strategy": None if member.strategy is None else distributed.to_cpu(member.strategy.state_dict()),
                 "evaluator": member.evaluator.state_dict(),
-                "reports": log.reports,
                 "reports": log.checkpoint_reports(),  # JSON text per report, encoded once (run_folder.MemberLog)
                 "optimizer": distributed.to_cpu(self.optimizer_states[member.name]) if member.name in self.optimizer_states else None,
                 "timing": log.timing,
