@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -154,6 +153,8 @@ def flops_per_sample(
         Total FLOPs for one sample.
     """
     inputs = _example_input(model, tuple(input_shape), batch_size=1)
+    from torch.utils.flop_counter import FlopCounterMode  # here, not at import: it loads triton (issue 18, start-up)
+
     counter = FlopCounterMode(display=False)
     with _evaluation_mode(model), torch.inference_mode(), counter:
         model(inputs, **(forward_kwargs or {}))
