@@ -5,8 +5,10 @@ momentum 0.9, batch 128, fine-tuning (cross-entropy only). Both loops start from
 initial weights and draw the same minibatches (the permutation generator our loop seeds per
 experience), so they end with the same weights; the script checks this.
 
-* **bare**: ``x[index].float() / 255``, normalise, forward, cross-entropy, ``zero_grad``,
-  ``backward``, ``step``: what a user writes by hand (no loss read back, no bookkeeping).
+* **bare**: ``x.index_select(0, index).float() / 255``, normalise, forward, cross-entropy,
+  ``zero_grad``, ``backward``, ``step``: what a careful user writes by hand (no loss read back,
+  no bookkeeping; ``index_select`` rather than ``x[index]``, several times faster on ``uint8``
+  images, so the reference is the faster of the two).
 * **ours**: :class:`lifelong_kd.pipeline.LoopTrainer` as :func:`lifelong_kd.pipeline.run` drives
   it: seeding, the precision scope, the strategy's hooks, ``train_experience`` with its
   progress, loss curve, loss terms and non-finite check (the default run's settings).
@@ -77,8 +79,8 @@ def bare_loop(model: nn.Module, stream: Stream, config: TrainConfig) -> int:
             permutation = torch.randperm(len(y_all), generator=generator)
             for start in range(0, len(y_all), config.batch_size):
                 index = permutation[start : start + config.batch_size]
-                x = (x_all[index].float() / 255.0 - mean) / std
-                loss = F.cross_entropy(model(x), y_all[index])
+                x = (x_all.index_select(0, index).float() / 255.0 - mean) / std  # index_select: ~10x faster than x_all[index] on uint8 images
+                loss = F.cross_entropy(model(x), y_all.index_select(0, index))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

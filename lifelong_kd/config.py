@@ -61,7 +61,8 @@ class RunConfig:
     engine: str = "lifelong-kd"  # training loop: ours, or "avalanche" (its Naive template + our plugin) to compare
     shifts: str = "default"  # robustness suite: "default", "none", "all" or "name,name,..."
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # all five levels, as in CIFAR-10-C / MNIST-C
-    robustness_samples: int | None = 256  # test samples per experience under each corruption
+    robustness_samples: int | None = 64  # test samples per experience under each corruption (64: the default suite stays near 10% of training, issue 18)
+    robustness_every: str = "auto"  # when the suite runs: "auto" (per stream, docs/metrics.md), "final", or K (every K-th experience and the final one)
     instruments: bool = True  # per-class accuracy and forgetting, confusion matrix, negative flips (from the evaluation's own predictions)
     drift_samples: int | None = 512  # probe samples of representation drift (linear CKA between snapshots); 0: off
     eval_every: int | None = None  # continual evaluation every K iterations (De Lange et al. 2023 evaluate every one); None: off

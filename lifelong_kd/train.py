@@ -213,9 +213,9 @@ class TrainingSet:
         for part, local in zip(groups.tolist(), positions.split(counts.tolist()), strict=True):
             x, y = self.stored[part]
             local = local - self.offsets[part]
-            x = x[local.to(x.device)]
+            x = x.index_select(0, local.to(x.device))  # as x[local]; several times faster on uint8 images
             xs.append(random_crop_flip(x, self.generator) if self.augment else x)
-            ys.append(y[local.to(y.device)])
+            ys.append(y.index_select(0, local.to(y.device)))
             tasks.append(torch.full((len(local),), self.experiences[part].task_id, dtype=torch.long))
         x, y, task_id = torch.cat(xs), torch.cat(ys), torch.cat(tasks)
         if rows is not None and self.augment:
@@ -228,9 +228,9 @@ class TrainingSet:
         """:meth:`batch` of a training set of one experience, in one process: the same samples, fewer operations."""
         x, y = self.stored[0]
         experience = self.experiences[0]
-        x = x[index.to(x.device)]
+        x = x.index_select(0, index.to(x.device))  # as x[index]; advanced indexing of (N, C, H, W) uint8 is several times slower
         x = random_crop_flip(x, self.generator) if self.augment else x
-        y = y[index.to(y.device)]
+        y = y.index_select(0, index.to(y.device))
         task_id = torch.full((len(index),), experience.task_id, dtype=torch.long)
         x, y, task_id = (distributed.to_device(t, self.device) for t in (x, y, task_id))
         return Batch(experience.transform(x), y, task_id, index, self.augment)

@@ -284,4 +284,24 @@ def evaluator_options(config: RunConfig, stream: Any) -> dict[str, Any]:
         "drift_samples": config.drift_samples,
         "eval_every": config.eval_every,
         "probe_samples": config.probe_samples,
+        "robustness_every": robustness_schedule(config, stream),
     }
+
+
+def robustness_schedule(config: RunConfig, stream: Any) -> int | None:
+    """``--robustness-every`` as the evaluator's ``robustness_every``: ``auto`` (:func:`~lifelong_kd.evaluation.robustness.default_every`), ``final`` (None) or K."""
+    from lifelong_kd.data.shifts import parse_shifts
+    from lifelong_kd.evaluation.robustness import default_every
+
+    value = config.robustness_every
+    text = str(value).strip().lower()
+    if text == "auto":
+        training = config.train_config()
+        per_experience = [training.iterations * training.batch_size if training.iterations else training.epochs * len(e.train) for e in stream]
+        blocks = 1 + len(parse_shifts(config.shifts)) * len(config.severities)
+        return default_every(stream, blocks, config.robustness_samples, sum(per_experience)) if blocks > 1 else 1
+    if text == "final":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"--robustness-every must be auto, final or a positive number of experiences K (1: after every experience), got {value!r}.")
+    return int(text)

@@ -31,6 +31,9 @@ from lifelong_kd.evaluation.report import EvalReport
 from lifelong_kd.evaluation.robustness import RobustnessProbe
 from lifelong_kd.models import inference_batch_size
 
+# The parts of evaluation timed separately (Evaluator.seconds_).
+EVALUATION_PARTS = ("initial", "clean", "instruments", "robustness", "compression", "continual")
+
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
@@ -106,6 +109,17 @@ class Evaluator:
         eval_every: Continual evaluation (De Lange et al. 2023): accuracy on a probe of every
             seen experience every K training iterations (:meth:`continual_callback`); None: off.
         probe_samples: Test samples per experience in the continual-evaluation probe.
+        robustness_every: When the robustness suite runs: after every K-th experience
+            (experiences K-1, 2K-1, ...) and always after the final one; 1 (default): after
+            every experience; None: after the final experience only. Reports of the other
+            experiences carry no robustness part; corrupted forgetting needs the suite after
+            every experience so far and is None otherwise (see ``docs/metrics.md``).
+
+    Attributes:
+        seconds_: Wall seconds spent so far in each part of evaluation: ``initial`` (the
+            randomly initialised model's row), ``clean`` (the accuracy rows), ``instruments``,
+            ``robustness`` (building the corrupted sets included), ``compression`` and
+            ``continual`` (probes during training); read by ``benchmarks/eval_cost.py``.
     """
 
     def __init__(
@@ -126,7 +140,10 @@ class Evaluator:
         drift_samples: int | None = 512,
         eval_every: int | None = None,
         probe_samples: int | None = PROBE_SAMPLES,
+        robustness_every: int | None = 1,
     ) -> None:
+        if robustness_every is not None and (isinstance(robustness_every, bool) or not isinstance(robustness_every, int) or robustness_every < 1):
+            raise ValueError(f"robustness_every must be a positive number of experiences (1: after every one) or None (the final one only), got {robustness_every!r}.")
         self.batch_size = batch_size
         self.forgetting_definition = forgetting_definition
         self.shifts = tuple(shifts)
@@ -139,7 +156,9 @@ class Evaluator:
         self.model_stats = model_stats
         self.reference_stats = reference_stats
         self.rows_: list[list[float]] = []
-        self.corrupted_rows_: list[list[float]] = []
+        self.robustness_every = robustness_every
+        self.corrupted_rows_: list[list[float] | None] = []  # None: the suite did not run after that experience
+        self.seconds_: dict[str, float] = dict.fromkeys(EVALUATION_PARTS, 0.0)
         self.initial_: list[float] | None = None
         self.compression_stats_: dict[str, Any] | None = None
         self.probe = probe
@@ -179,14 +198,32 @@ class Evaluator:
         def on_step(iteration: int, total: int) -> None:
             if self.continual_.due(iteration, total):
                 model = model_of()
-                with eval_mode(model), record_function("lkd.evaluate.continual"):
+                with eval_mode(model), record_function("lkd.evaluate.continual"), self._timed("continual"):
                     self.continual_.measure(model, stream, experience.index, iteration, total)
 
         return on_step
 
     def measure_initial(self, model: nn.Module, stream: Stream) -> None:
         """Record a randomly initialised model's accuracy per experience (the FWT baseline)."""
-        self.initial_ = self.row(model, stream)
+        with self._timed("initial"):
+            self.initial_ = self.row(model, stream)
+
+    @contextmanager
+    def _timed(self, part: str) -> Iterator[None]:
+        """Add the block's wall seconds to :attr:`seconds_` ``[part]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds_[part] += time.perf_counter() - start
+
+    def robustness_due(self, step: int, n_experiences: int) -> bool:
+        """Whether the robustness suite runs after experience ``step`` of ``n_experiences`` (see ``robustness_every``)."""
+        if self.probe is None:
+            return False
+        if step == n_experiences - 1:
+            return True
+        return self.robustness_every is not None and (step + 1) % self.robustness_every == 0
 
     def evaluate(self, model: nn.Module, stream: Stream, step: int, reference_accuracy: float | None = None) -> EvalReport:
         """Evaluate after training experience ``step``; appends row ``step`` of R.
@@ -200,18 +237,18 @@ class Evaluator:
         """
         start = time.perf_counter()
         with eval_mode(model):
-            with record_function("lkd.evaluate.clean"):
+            with record_function("lkd.evaluate.clean"), self._timed("clean"):
                 predicted = self.predict(model, stream) if self.tracker_ is not None else None
                 row = self.row(model, stream) if predicted is None else [float((p == e.test.y).sum()) / max(len(e.test), 1) for p, e in zip(predicted, stream)]
                 self.rows_ = self.rows_[:step] + [row]
             summary = metrics.summarize(self.rows_, self.initial_, self.forgetting_definition)
-            with record_function("lkd.evaluate.instruments"):
+            with record_function("lkd.evaluate.instruments"), self._timed("instruments"):
                 batch_size = (self.batch_size or inference_batch_size(model, stream.input_shape)) if self.tracker_ is not None else 0
                 instruments = self.tracker_.update(model, stream, step, predicted, batch_size) if self.tracker_ is not None else None
             curve = self.continual_.curve(step, len(stream)) if self.continual_ is not None else None
-            with record_function("lkd.evaluate.robustness"):
+            with record_function("lkd.evaluate.robustness"), self._timed("robustness"):
                 robustness = self._robustness(model, stream, step)
-            with record_function("lkd.evaluate.compression"):
+            with record_function("lkd.evaluate.compression"), self._timed("compression"):
                 sizes = self._compression(model, stream, summary["average_accuracy"], reference_accuracy)
         return EvalReport(
             step=step,
@@ -227,12 +264,23 @@ class Evaluator:
         )
 
     def _robustness(self, model: nn.Module, stream: Stream, step: int) -> dict[str, Any] | None:
-        if self.probe is None:
+        """The robustness part of the report after ``step``; None when the suite does not run then (:meth:`robustness_due`).
+
+        ``corrupted_accuracy_matrix`` holds the rows of the experiences after which the suite
+        ran (``corrupted_steps``); corrupted forgetting is the forgetting formula on it when the
+        suite ran after every experience so far, else None (an unmeasured row may hold the maximum).
+        """
+        rows = self.corrupted_rows_[:step] + [None] * max(0, step - len(self.corrupted_rows_))
+        if not self.robustness_due(step, len(stream)):
+            self.corrupted_rows_ = [*rows, None]
             return None
         result = self.probe.evaluate(model, stream, step)
-        self.corrupted_rows_ = self.corrupted_rows_[:step] + [list(result.pop("corrupted_row"))]
-        result["corrupted_accuracy_matrix"] = [list(r) for r in self.corrupted_rows_]
-        result["corrupted_forgetting"] = metrics.forgetting(self.corrupted_rows_, definition=self.forgetting_definition)
+        self.corrupted_rows_ = [*rows, list(result.pop("corrupted_row"))]
+        measured = [index for index, row in enumerate(self.corrupted_rows_) if row is not None]
+        result["corrupted_accuracy_matrix"] = [list(self.corrupted_rows_[index]) for index in measured]
+        result["corrupted_steps"] = measured
+        dense = len(measured) == step + 1
+        result["corrupted_forgetting"] = metrics.forgetting(self.corrupted_rows_, definition=self.forgetting_definition) if dense else None
         result["severities"] = list(self.severities)
         return result
 
@@ -274,11 +322,12 @@ class Evaluator:
             "drift_samples": self.drift_samples,
             "eval_every": self.eval_every,
             "probe_samples": self.probe_samples if self.eval_every else None,
+            **({"robustness_every": self.robustness_every} if self.robustness_every != 1 else {}),
         }
 
     def state_dict(self) -> dict[str, Any]:
         """Rows measured so far and the initial accuracies."""
-        state = {"rows": [list(r) for r in self.rows_], "corrupted_rows": [list(r) for r in self.corrupted_rows_], "initial": self.initial_}
+        state = {"rows": [list(r) for r in self.rows_], "corrupted_rows": [None if r is None else list(r) for r in self.corrupted_rows_], "initial": self.initial_}
         if self.tracker_ is not None:
             state["instruments"] = self.tracker_.state_dict()
         if self.continual_ is not None:
@@ -288,7 +337,7 @@ class Evaluator:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.rows_ = [list(r) for r in state["rows"]]
-        self.corrupted_rows_ = [list(r) for r in state.get("corrupted_rows", [])]
+        self.corrupted_rows_ = [None if r is None else list(r) for r in state.get("corrupted_rows", [])]
         self.initial_ = state["initial"]
         if self.tracker_ is not None:
             self.tracker_.load_state_dict(state.get("instruments", {}))

@@ -177,3 +177,44 @@ class RobustnessProbe:
             grid[name][severity] = [blocks[1 + k] for blocks in per_experience]
         summary = summarize_row(clean, grid, step)
         return {"clean": clean, "grid": {n: {str(s): v for s, v in by.items()} for n, by in grid.items()}, **summary}
+
+
+# ``--robustness-every auto`` keeps the robustness suite within this fraction of training ...
+ROBUSTNESS_BUDGET = 0.10
+# ... counting one inference as this fraction of one training sample (forward + backward + step at
+# batch 128 against an inference batch; measured 0.30 for mlp:400,400 and 0.34 for resnet18:20,
+# issue 18, benchmarks/eval_cost.py).
+INFERENCE_COST = 1 / 3
+
+
+def suite_inferences(stream: Stream, blocks: int, samples: int | None) -> int:
+    """Inferences of one robustness evaluation: every experience's subsample, clean and under each corruption x severity (``blocks`` in all)."""
+    return sum(blocks * (len(e.test) if samples is None else min(samples, len(e.test))) for e in stream)
+
+
+def evaluations(every: int | None, n_experiences: int) -> int:
+    """How many times the suite runs along a stream with schedule ``every`` (the final experience always)."""
+    if every is None:
+        return 1
+    return n_experiences // every + (1 if n_experiences % every else 0)
+
+
+def default_every(stream: Stream, blocks: int, samples: int | None, training_samples: int) -> int | None:
+    """The schedule ``--robustness-every auto`` gives: as often as :data:`ROBUSTNESS_BUDGET` of training allows.
+
+    The smallest K (1: after every experience) whose evaluations cost at most
+    ``ROBUSTNESS_BUDGET * training_samples`` training-sample equivalents (an inference counted as
+    :data:`INFERENCE_COST` of one); None (the final experience only) when even that is over budget.
+
+    Args:
+        stream: The stream.
+        blocks: Stacked blocks per experience: 1 clean + corruptions x severities.
+        samples: Test samples per experience in the suite (None: all).
+        training_samples: Samples the whole run trains on (every experience, every epoch).
+    """
+    per_evaluation = INFERENCE_COST * suite_inferences(stream, blocks, samples)
+    allowed = int(ROBUSTNESS_BUDGET * training_samples // max(per_evaluation, 1e-9))
+    for every in range(1, len(stream)):
+        if evaluations(every, len(stream)) <= allowed:
+            return every
+    return None
