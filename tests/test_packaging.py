@@ -219,3 +219,16 @@ def test_robustness_and_vandeven_docs_tables_rebuild_from_their_logs():
     assert markdown_tables(suites.robustness_section(False))[0] in markdown_tables(section(suites.ROBUSTNESS_HEADING))
     assert "`python benchmarks/vandeven2019.py --table-only --write-results`" in section(vandeven.SECTION)
     assert vandeven.table(vandeven.load_runs(vandeven.RUNS_LOG, False)) in markdown_tables(section(vandeven.SECTION))
+
+
+def test_class_il_docs_sections_are_what_their_table_only_command_builds():
+    class_il = load_script("class_il")
+    args = class_il.parse_args(["--table-only"])
+    records = class_il.read_jsonl(class_il.LOG)
+    assert records, f"no records in {class_il.LOG}"
+    committed = section(class_il.HEADING)
+    assert "`python benchmarks/run.py class-il --table-only --write-results`" in committed
+    assert committed.strip() == f"{class_il.HEADING}\n\n{class_il.section(records, args).strip()}"
+    assert len(markdown_tables(committed)) >= 3  # Seq-MNIST, Seq-CIFAR-10, CLI defaults (+ the learning-rate diagnostic)
+    buffers = f"{class_il.BUFFER_HEADING}\n\n{class_il.buffer_section(records, args).strip()}\n"
+    assert buffers in class_il.STRATEGIES_MD.read_text()
