@@ -16,6 +16,7 @@ import pytest
 
 from lifelong_kd import threads
 from lifelong_kd.cli import main
+from tests.conftest import requires_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONAL = ("torchvision", "matplotlib", "tensorboard", "avalanche", "sklearn")
@@ -159,3 +160,50 @@ def test_threads_must_be_positive(value, tmp_path, capsys, keep_torch_threads):
     assert main(["run", "--out", str(tmp_path / "run"), "--threads", value, *QUICK_RUN]) == 2
     error = capsys.readouterr().err
     assert "--threads must be a positive integer" in error and "Traceback" not in error
+
+
+# ---------------------------------------------------------------- benchmarks/shared_machine.py
+
+
+def load_benchmark():
+    """``benchmarks/shared_machine.py`` as a module, without running it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_shared_machine", REPO / "benchmarks" / "shared_machine.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shared_machine_summary_divides_loaded_by_idle_and_compares_idle_with_the_old_default():
+    benchmark = load_benchmark()
+    cell = lambda *speeds: [{"samples_per_second": s, "threads": 2, "wait_policy": "PASSIVE"} for s in speeds]  # noqa: E731
+    raw = {"mlp": {"old": {"idle": cell(100.0, 80.0, 90.0), "loaded": cell(3.0, 2.0, 1.0)}, "new": {"idle": cell(85.5, 99.0, 86.0), "loaded": cell(40.0, 43.0, 19.0)}}}
+    summary = benchmark.summarise(raw)["mlp"]
+    assert summary["old"]["loaded_over_idle"] == pytest.approx(2.0 / 90.0) and summary["old"]["idle_change"] == pytest.approx(0.0)
+    assert summary["new"]["idle_samples_per_second"] == 86.0 and summary["new"]["loaded_samples_per_second"] == 40.0  # medians
+    assert summary["new"]["loaded_over_idle"] == pytest.approx(40.0 / 86.0)
+    assert summary["new"]["idle_change"] == pytest.approx(86.0 / 90.0 - 1)
+
+
+def test_shared_machine_workers_start_without_the_callers_thread_variables(monkeypatch):
+    benchmark = load_benchmark()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    environment = benchmark.clean_environment(benchmark.POLICIES["short-spin"].environment)
+    assert "OMP_NUM_THREADS" not in environment and "OMP_WAIT_POLICY" not in environment and environment["GOMP_SPINCOUNT"] == "10000"
+
+
+@pytest.mark.slow
+@requires_mnist
+def test_shared_machine_quick_run_appends_a_record(data_root, tmp_path):
+    record = tmp_path / "shared_machine.jsonl"
+    arguments = ["benchmarks/shared_machine.py", "--quick", "--models", "mlp", "--data-root", data_root, "--record", str(record)]
+    done = fresh_python(arguments)
+    assert done.returncode == 0, done.stderr
+    assert "loaded_over_idle" in done.stdout and "idle_change" in done.stdout
+    (line,) = record.read_text().splitlines()
+    summary = json.loads(line)["summary"]["mlp"]
+    assert summary["old"]["wait_policy"].startswith("unset") and summary["new"]["wait_policy"] == "PASSIVE"
+    assert summary["new"]["loaded_over_idle"] > 0 and summary["new"]["idle_change"] is not None
