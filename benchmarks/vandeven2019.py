@@ -49,7 +49,6 @@ import math
 import re
 import statistics
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
