@@ -158,64 +158,61 @@ class RunFolder:
         """Rewrite ``results.json`` and the ``metrics.jsonl`` files (idempotent)."""
         write_atomic(self.path / RESULTS, readable_json(document).encode())
         for relative, lines in rows.items():
-            text = "".join(json.dumps(json_compatible(dict(line))) + "\n" for line in lines)
+            text = "".join(json_line(dict(line)) + "\n" for line in lines)
             write_atomic(self.path / relative, text.encode())
 
 
-_CONTAINERS = (list, tuple, Mapping)
+def _scalar_list_json(values: Sequence[Any]) -> str | None:
+    """JSON text of ``values`` when it is a non-empty list of scalars (numbers, strings, booleans, None), NaN/inf as null; else None.
 
-
-def _leaf_text(values: Sequence[Any]) -> str | None:
-    """JSON of ``values`` when it is a list of scalars (numbers, strings, booleans, None; NaN/inf as null), else None.
-
-    The check and the encoding run in ``json``'s C encoder, once per list rather than once per item.
+    Checked and encoded by ``json``'s C encoder, once per list rather than once per item: a
+    500 x 500 confusion matrix is 500 encodings, not 250,000 Python calls.
     """
-    if not values or isinstance(values[0], _CONTAINERS):
+    if not values or isinstance(values[0], (list, tuple, Mapping)):
         return None
     try:
         text = json.dumps(values, allow_nan=False)
-    except ValueError:  # NaN or infinity among the numbers
-        if any(isinstance(value, _CONTAINERS) for value in values):
+    except (ValueError, TypeError):  # NaN or infinity among the numbers (or an object JSON does not know)
+        if not all(isinstance(value, (int, float, str)) or value is None for value in values):
             return None
         text = json.dumps([None if isinstance(value, float) and not math.isfinite(value) else value for value in values])
     return text if "[" not in text[1:] and "{" not in text else None
 
 
-def json_compatible(value: Any) -> Any:
-    """:func:`~lifelong_kd.evaluation.report.json_safe` (NaN/inf as None, tuples as lists, string keys), with lists
-    of scalars checked by the C encoder: a 500 x 500 confusion matrix costs 500 checks, not 250,000 Python calls."""
-    if isinstance(value, Mapping):
-        return {str(key): json_compatible(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        text = _leaf_text(value)
-        return json.loads(text) if text is not None and ("null" in text or isinstance(value, tuple)) else list(value) if text is not None else [json_compatible(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def readable_json(document: Any) -> str:
-    """``document`` as indented JSON (NaN/inf as null) with each list of scalars on one line.
+    """``document`` as indented JSON (NaN/inf as null) with each list of scalars on one line, and each report on one line.
 
-    The layout of ``json.dumps(indent=2)`` with the lines of numbers folded: the same JSON
-    value, a fraction of the text and of the time (a 500 x 500 confusion matrix is 500
-    lines, not 250,000, and every experience rewrites ``results.json``).
+    The layout of ``json.dumps(json_safe(document), indent=2)`` with the lines of numbers folded
+    and the ``reports`` list holding one line per report (as ``metrics.jsonl``): the same JSON
+    value in a fraction of the text and of the time (a 500 x 500 confusion matrix is 500 lines,
+    not 250,000, and every experience rewrites ``results.json``).
     """
     leaves: list[str] = []
 
-    def fold(value: Any) -> Any:
+    def leaf(text: str) -> str:
+        leaves.append(text)
+        return f"\0{len(leaves) - 1}"
+
+    def fold(value: Any, key: str = "") -> Any:
         if isinstance(value, Mapping):
-            return {str(key): fold(item) for key, item in value.items()}
+            return {str(k): fold(item, str(k)) for k, item in value.items()}
         if isinstance(value, (list, tuple)):
-            text = _leaf_text(value)
-            if text is None:
-                return [fold(item) for item in value]
-            leaves.append(text)
-            return f"\0{len(leaves) - 1}"
+            if key == "reports":
+                return [leaf(json_line(item)) for item in value]
+            text = _scalar_list_json(value)
+            return leaf(text) if text is not None else [fold(item) for item in value]
         return None if isinstance(value, float) and not math.isfinite(value) else value
 
     text = json.dumps(fold(document), indent=2)
     return re.sub(r'"\\u0000(\d+)"', lambda match: leaves[int(match.group(1))], text)
+
+
+def json_line(value: Any) -> str:
+    """``json.dumps(json_safe(value))``, encoded directly when ``value`` holds no NaN or infinity (the usual case)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(json_safe(value))
 
 
 def damaged_message(path: Path, reason: str) -> str:
@@ -379,7 +376,7 @@ class MemberLog:
 def section(record: Mapping[str, Any], log: MemberLog, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One member's results: config, accuracy matrix, metrics, reports, timing."""
     last = log.reports[-1] if log.reports else {}
-    return json_compatible(
+    return json_safe(
         {
             "config": dict(record),
             "finished_experiences": log.finished,

@@ -42,7 +42,7 @@ def test_readable_json_is_the_same_value_as_indented_json_with_number_lines_fold
     import math
 
     from lifelong_kd.evaluation.report import json_safe
-    from lifelong_kd.run_folder import json_compatible, readable_json
+    from lifelong_kd.run_folder import json_line, readable_json
 
     document = {
         "matrix": [[1, 2, 3], [4, 5, 6]],
@@ -50,14 +50,29 @@ def test_readable_json_is_the_same_value_as_indented_json_with_number_lines_fold
         "pair": (1, 2),
         "empty": [],
         "nested": [[1, [2, -math.inf]], {"a": math.nan, "b": ["x[y", "z"]}],
-        "reports": [{"step": 0, "confusion": [[1, 0], [0, 1]]}],
+        "reports": [{"step": 0, "confusion": [[1, 0], [0, 1]], "f": math.nan}, {"step": 1, "confusion": [[2, 0], [0, 2]]}],
         "text": "a\u0000b",
     }
     text = readable_json(document)
     assert json.loads(text) == json.loads(json.dumps(json_safe(document), indent=2))
-    assert json_compatible(document) == json_safe(document)
     assert '"matrix": [\n    [1, 2, 3],\n    [4, 5, 6]\n  ]' in text  # one line per row of numbers
+    assert '\n    {"step": 1, "confusion": [[2, 0], [0, 2]]}\n' in text  # one line per report
     assert "NaN" not in text and "Infinity" not in text
+    for line in (document["reports"][0], document["reports"][1], {"t": (1, math.inf)}):
+        assert json_line(line) == json.dumps(json_safe(line))
+
+
+def test_json_safe_is_unchanged_by_its_fast_path_for_lists_of_scalars():
+    import math
+
+    from lifelong_kd.evaluation.report import json_safe
+
+    value = {"ints": [1, 2, 3], "floats": (0.5, math.nan), "mixed": [1, "a", None, True], "deep": [[math.inf], [[1]]], 3: "key"}
+    assert json_safe(value) == {"ints": [1, 2, 3], "floats": [0.5, None], "mixed": [1, "a", None, True], "deep": [[None], [[1]]], "3": "key"}
+    rows = [[1, 2], [3, 4]]
+    copied = json_safe(rows)
+    copied[0].append(5)
+    assert rows == [[1, 2], [3, 4]]  # a copy, never the caller's lists
 
 
 def test_reports_go_to_the_checkpoint_as_json_text_and_come_back_equal():

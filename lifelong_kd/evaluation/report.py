@@ -15,6 +15,8 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if all(type(v) is int or (type(v) is float and math.isfinite(v)) for v in value):  # finite numbers: one pass, a copy
+            return list(value)
         return [json_safe(v) for v in value]
     return value
 
