@@ -138,7 +138,7 @@ def forgetting_curves_figure(matrix: Sequence[Sequence[float | None]], label: st
     axes.plot(steps, average, color="black", linestyle="--", label="average")
     axes.set(xlabel="after training experience", ylabel="accuracy (%)", ylim=fitted_limits(drawn + average))
     axes.set_title(titled("Accuracy on each experience", label), fontsize=9)
-    axes.set_xticks(*thinned_ticks([f"E{t}" for t in steps]))
+    axes.set_xticks(*thinned_ticks([f"E{t}" for t in steps], most=12))  # a 5.5-inch axis holds about 12 labels
     if len(matrix) <= LEGEND_LINES:
         axes.legend(fontsize=7, ncol=2, loc="lower left")
     else:  # one entry per experience would cover the plot: the average alone
