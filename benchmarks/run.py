@@ -18,6 +18,7 @@ of ``docs/results.md``; ``--quick`` is the minutes-long smoke run used in CI):
 * ``ewc-fisher``: EWC's Fisher, the linear-layer matmul path against per-sample gradients
 * ``layout-and-batch``: inference batch sizes and channels-last vs NCHW convolutions
 * ``class-il``: Buzzega et al. 2020 (DER) Table 2 on split-MNIST and split-CIFAR-10: ER, DER, DER++, iCaRL, LUCIR, BiC, buffers 200/500; buffer-size sweep
+* ``stability-gap``: the stability gap (De Lange et al. 2023) of finetune, LwF, EWC, ER, DER++ on split-MNIST and split-CIFAR-10 (continual evaluation every K iterations)
 * ``profile``: full permuted-MNIST and split-CIFAR-10 runs against their hardware floors, phase by phase, before/after the fast path
 
 Extra arguments are passed to the suite's script unchanged.
@@ -46,6 +47,7 @@ SUITES = MappingProxyType(
         "ewc-fisher": ["ewc_fisher_speed.py"],
         "layout-and-batch": ["layout_and_batch.py"],
         "class-il": ["class_il.py"],
+        "stability-gap": ["stability_gap.py"],
     }
 )
 
