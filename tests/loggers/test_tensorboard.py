@@ -21,7 +21,7 @@ from lifelong_kd.cli import main
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tb") / "run"
     args = ["run", "--out", str(out), "--epochs", "2", "--train-size", "80", "--quiet", "--shifts", "gaussian_noise,contrast"]
-    assert main([*args, "--severities", "1,5", "--robustness-samples", "40"]) == 0
+    assert main([*args, "--severities", "1,5", "--robustness-samples", "40", "--robustness-every", "1"]) == 0  # every experience: corrupted forgetting
     return out
 
 
