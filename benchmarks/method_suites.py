@@ -117,6 +117,7 @@ def config_for(suite_name: str, method: str, seed: int, args: argparse.Namespace
         out=str(OUTPUT / "runs" / tag),
         quiet=True,
         robustness_samples=args.robustness_samples,
+        robustness_every="1",  # the suite after every experience: these tables report corrupted forgetting
         tensorboard=False,
     )
 
