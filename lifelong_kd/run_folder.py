@@ -32,6 +32,8 @@ import os
 import pickle
 import re
 import shutil
+import signal
+import threading
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -151,8 +153,9 @@ class RunFolder:
             document: The ``results.json`` document.
             rows: ``metrics.jsonl`` contents by path relative to the folder (config line first).
         """
-        save_torch_atomic({**checkpoint, "format": FORMAT}, self.path / CHECKPOINT)
-        self.write_derived(document, rows)
+        with signals_held():  # a Ctrl-C or SIGTERM arriving now stops the run after the folder is whole
+            save_torch_atomic({**checkpoint, "format": FORMAT}, self.path / CHECKPOINT)
+            self.write_derived(document, rows)
 
     def write_derived(self, document: Mapping[str, Any], rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Rewrite ``results.json`` and the ``metrics.jsonl`` files (idempotent)."""
@@ -160,6 +163,27 @@ class RunFolder:
         for relative, lines in rows.items():
             text = "".join(json_line(dict(line)) + "\n" for line in lines)
             write_atomic(self.path / relative, text.encode())
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs; a signal that arrived is delivered after it.
+
+    The checkpoint and the files derived from it are written as one step: a stop in between
+    would leave a checkpoint without its ``results.json`` (resuming repairs that, but a reader
+    of the folder would not find the finished experience). Holding is done by the operating
+    system (``pthread_sigmask``), so the Python handlers run unchanged once the block ends; on a
+    platform without it, or outside the main thread, the block runs unguarded.
+    """
+    can_hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if not can_hold:
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _scalar_list_json(values: Sequence[Any]) -> str | None:

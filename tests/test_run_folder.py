@@ -142,3 +142,23 @@ def test_reading_a_damaged_or_foreign_results_file_names_it(tmp_path, content):
     (tmp_path / RESULTS).write_text(content)
     with pytest.raises(RunFolderError, match=str(tmp_path / RESULTS)):
         read_results(tmp_path)
+
+
+def test_a_signal_arriving_while_the_folder_is_written_is_delivered_after_it():
+    import os
+    import signal
+    import time
+
+    from lifelong_kd import run_folder
+
+    seen: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: seen.append("handler"))
+    try:
+        with run_folder.signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            seen.append("written")
+        seen.append("after")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == ["written", "handler", "after"]
