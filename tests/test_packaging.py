@@ -232,3 +232,9 @@ def test_class_il_docs_sections_are_what_their_table_only_command_builds():
     assert len(markdown_tables(committed)) >= 3  # Seq-MNIST, Seq-CIFAR-10, CLI defaults (+ the learning-rate diagnostic)
     buffers = f"{class_il.BUFFER_HEADING}\n\n{class_il.buffer_section(records, args).strip()}\n"
     assert buffers in class_il.STRATEGIES_MD.read_text()
+
+
+def test_importing_the_avalanche_integration_prints_no_warning():
+    pytest.importorskip("avalanche")
+    done = python("import lifelong_kd.integrations.avalanche", PYTHONWARNINGS="default")
+    assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -54,12 +54,16 @@ class AvalancheNotInstalledError(ImportError, ValueError):
 
 
 try:
-    from avalanche.benchmarks import dataset_benchmark
-    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
-    from avalanche.core import SupervisedPlugin
-    from avalanche.evaluation.metric_definitions import PluginMetric
-    from avalanche.evaluation.metric_results import MetricValue
-    from avalanche.models import MultiTaskModule
+    with warnings.catch_warnings():
+        # Avalanche imports qpsolvers (for GEM, which this module does not use); without an
+        # optional QP solver installed, qpsolvers warns at import on every run.
+        warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning)
+        from avalanche.benchmarks import dataset_benchmark
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+        from avalanche.core import SupervisedPlugin
+        from avalanche.evaluation.metric_definitions import PluginMetric
+        from avalanche.evaluation.metric_results import MetricValue
+        from avalanche.models import MultiTaskModule
 except ModuleNotFoundError as error:
     if (error.name or "").split(".")[0] != "avalanche":
         raise  # Avalanche is there but one of its own dependencies is not: Python's message names it
