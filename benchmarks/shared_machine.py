@@ -14,7 +14,8 @@ Thread policies (``--policies``; each worker starts with no OpenMP variable in i
 then applies its policy before it imports torch, as the command line does):
 
 * ``old``: torch's defaults (one thread per core; libgomp's wait: spin ~300,000 iterations, then sleep);
-* ``new``: the library's default (:func:`lifelong_kd.threads.prepare_environment`: ``OMP_WAIT_POLICY=PASSIVE``);
+* ``new``: the library's default (:func:`lifelong_kd.threads.prepare_environment`: ``OMP_WAIT_POLICY=PASSIVE``
+  when other processes keep a core busy at start, libgomp's default otherwise);
 * candidates to compare: ``one-thread`` (the new default with ``--threads 1``), ``short-spin``
   (``GOMP_SPINCOUNT=10000``: spin ~0.1 ms, then sleep), ``active`` (``OMP_WAIT_POLICY=ACTIVE``).
 
@@ -79,7 +80,7 @@ class Policy:
 
 POLICIES = {
     "old": Policy("torch defaults: one thread per core, wait policy unset (spin, then sleep)", {}, False),
-    "new": Policy("lifelong-kd default: torch's threads, OMP_WAIT_POLICY=PASSIVE (lifelong_kd.threads)", {}, True),
+    "new": Policy("lifelong-kd default: torch's threads, OMP_WAIT_POLICY=PASSIVE when the machine is busy at start (lifelong_kd.threads)", {}, True),
     "one-thread": Policy("lifelong-kd default with --threads 1", {}, True, 1),
     "short-spin": Policy("torch's threads, GOMP_SPINCOUNT=10000 (spin ~0.1 ms, then sleep)", {"GOMP_SPINCOUNT": "10000"}, False),
     "active": Policy("torch's threads, OMP_WAIT_POLICY=ACTIVE (spin until work comes)", {"OMP_WAIT_POLICY": "ACTIVE"}, False),

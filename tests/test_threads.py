@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ IDLE_CPU_PROBE = """
 import os, sys, time
 if sys.argv[1] == "prepared":
     from lifelong_kd.threads import prepare_environment
-    prepare_environment()
+    prepare_environment(busy=1.0)  # as on a busy machine: the passive policy
 import torch
 if sys.argv[1] == "after_import":
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -105,13 +106,29 @@ def test_wait_policy_set_after_torch_import_is_ignored():
     assert late > 4 * prepared
 
 
-def test_prepare_environment_keeps_a_policy_the_user_set():
+def test_prepare_environment_keeps_a_policy_the_user_set_and_sets_passive_only_on_a_busy_machine():
     environment = {"OMP_WAIT_POLICY": "ACTIVE"}
-    threads.prepare_environment(environment)
+    threads.prepare_environment(environment, busy=2.0)
     assert environment == {"OMP_WAIT_POLICY": "ACTIVE"}
-    empty: dict[str, str] = {}
-    threads.prepare_environment(empty)
-    assert empty == {"OMP_WAIT_POLICY": threads.DEFAULT_WAIT_POLICY}
+    busy: dict[str, str] = {}
+    threads.prepare_environment(busy, busy=threads.BUSY_THRESHOLD)
+    assert busy == {"OMP_WAIT_POLICY": threads.DEFAULT_WAIT_POLICY}
+    idle: dict[str, str] = {}
+    threads.prepare_environment(idle, busy=0.1)
+    assert idle == {}  # libgomp's default: fastest on an idle machine
+
+
+def test_busy_cores_sees_a_process_that_keeps_a_core_busy():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        measured = threads.busy_cores(0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    if measured is None:
+        pytest.skip("no /proc/stat on this platform")
+    assert measured >= threads.BUSY_THRESHOLD
 
 
 def test_worker_environment_gives_the_share_and_the_policy():
@@ -124,8 +141,14 @@ def test_worker_environment_gives_the_share_and_the_policy():
 # ---------------------------------------------------------------- --threads
 
 
-def test_run_uses_and_records_threads_and_the_passive_policy_without_warnings(tmp_path):
-    done = fresh_python(["-W", "default", "-m", "lifelong_kd", "run", "--out", str(tmp_path / "run"), "--threads", "2", *QUICK_RUN], cwd=tmp_path)
+def test_run_next_to_a_busy_process_uses_and_records_threads_and_the_passive_policy_without_warnings(tmp_path):
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another job keeps a core busy
+    try:
+        time.sleep(0.3)
+        done = fresh_python(["-W", "default", "-m", "lifelong_kd", "run", "--out", str(tmp_path / "run"), "--threads", "2", *QUICK_RUN], cwd=tmp_path)
+    finally:
+        spinner.kill()
+        spinner.wait()
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no CUDA (or any other) warning on a CPU machine
     setup = json.loads((tmp_path / "run" / "results.json").read_text())["setup"]

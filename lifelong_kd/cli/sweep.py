@@ -343,7 +343,7 @@ def run_state(folder: Path) -> str:
 
 def worker_environment(jobs: int) -> dict[str, str]:
     """The environment of a worker: its share of the cores as OpenMP/MKL threads, a passive OpenMP wait policy (:mod:`lifelong_kd.threads`)."""
-    return threads.worker_environment(threads.share_of_cores(jobs))
+    return threads.worker_environment(threads.share_of_cores(jobs), shared=jobs > 1)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
