@@ -209,8 +209,11 @@ def section_body(text: str, records: list[dict[str, Any]]) -> str:
     """The results-page section: commands, table, reading (kept from benchmarks/notes/stability-gap.md)."""
     keys = sorted({(r["benchmark"], r["scenario"], r["eval_every"]) for r in records})
     args = parse_args([])
-    lines = ["Commands (one resumable sweep per benchmark and scenario; `python benchmarks/stability_gap.py "
-             "--data-root ../shared/data` runs them all, `--table-only --write-results` rebuilds this section):", "", "```"]
+    lines = ["Commands: one resumable sweep per benchmark, scenario and K (below); "
+             "`python benchmarks/stability_gap.py --data-root ../shared/data` runs them all (a killed run resumes), "
+             "`python benchmarks/stability_gap.py --table-only --write-results` rebuilds this section from "
+             "`benchmarks/output/stability_runs.jsonl`. Split-CIFAR-10 uses `convnet:32` instead of the default "
+             "resnet18:20 so that its 15 runs fit a background job on this machine.", "", "```"]
     for benchmark, scenario, eval_every in keys:
         lines.append(documented(sweep_command(benchmark, scenario, eval_every, args)).replace(f"--seeds {args.seeds}", f"--seeds {args.seeds}"))
     lines += ["```", "", text, ""]
