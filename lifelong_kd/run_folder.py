@@ -165,25 +165,34 @@ class RunFolder:
             write_atomic(self.path / relative, text.encode())
 
 
+# Signals that stop a run (Ctrl-C, and SIGTERM from Slurm, timeout or kill): held while a folder is written.
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """Hold SIGINT and SIGTERM while the block runs; a signal that arrived is delivered after it.
 
     The checkpoint and the files derived from it are written as one step: a stop in between
     would leave a checkpoint without its ``results.json`` (resuming repairs that, but a reader
-    of the folder would not find the finished experience). Holding is done by the operating
-    system (``pthread_sigmask``), so the Python handlers run unchanged once the block ends; on a
-    platform without it, or outside the main thread, the block runs unguarded.
+    of the folder would not find the finished experience). Python runs signal handlers in the
+    main thread whichever thread the operating system delivered the signal to, so the block
+    swaps in handlers that only note the signal, then restores the previous ones and raises
+    each noted signal again. Outside the main thread (where handlers cannot be set) the block
+    runs unguarded.
     """
-    can_hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    if not can_hold:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    noted: list[int] = []
+    previous = {number: signal.signal(number, lambda received, _frame: noted.append(received)) for number in HELD_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in dict.fromkeys(noted):
+            signal.raise_signal(number)
 
 
 def _scalar_list_json(values: Sequence[Any]) -> str | None:

@@ -151,8 +151,13 @@ def test_a_signal_arriving_while_the_folder_is_written_is_delivered_after_it():
 
     from lifelong_kd import run_folder
 
+    import threading
+
     seen: list[str] = []
     previous = signal.signal(signal.SIGTERM, lambda *_: seen.append("handler"))
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)  # a second thread, as torch's: the kernel may deliver the signal to it
+    other.start()
     try:
         with run_folder.signals_held():
             os.kill(os.getpid(), signal.SIGTERM)
@@ -160,5 +165,7 @@ def test_a_signal_arriving_while_the_folder_is_written_is_delivered_after_it():
             seen.append("written")
         seen.append("after")
     finally:
+        stop.set()
+        other.join()
         signal.signal(signal.SIGTERM, previous)
     assert seen == ["written", "handler", "after"]
