@@ -395,7 +395,7 @@ def section(runs: list[dict], notes: str) -> str:
             continue
         lines.append(f"| {r['experiment']} | {r['scenario']} | {r['method']} | {r.get('variant') or '-'} | {r['seed']} | {r['iterations']} | "
                      f"{r['average_accuracy']:.2f} | {r['wall_seconds']:.0f} | {r['threads']} |")
-    commands = sorted({(r["experiment"], r["scenario"], r["method"], r["command"].replace(f"--seed {r['seed']}", "--seed SEED")) for r in runs if not r.get("validation_split")})
+    commands = sorted({(r["experiment"], r["scenario"], r["method"], r["command"].replace(f"--seed {r['seed']}", "--seed SEED").replace("--data-root DATA", "--data-root ../shared/data")) for r in runs if not r.get("validation_split")})
     lines += ["", "Equivalent `lifelong-kd run` command of each configuration (SEED from the table above):", "", "```"]
     lines += [c[3] for c in commands] + ["```"]
     return "\n".join(lines) + "\n"
