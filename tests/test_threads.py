@@ -228,5 +228,6 @@ def test_shared_machine_quick_run_appends_a_record(data_root, tmp_path):
     assert "loaded_over_idle" in done.stdout and "idle_change" in done.stdout
     (line,) = record.read_text().splitlines()
     summary = json.loads(line)["summary"]["mlp"]
-    assert summary["old"]["wait_policy"].startswith("unset") and summary["new"]["wait_policy"] == "PASSIVE"
+    assert summary["old"]["wait_policy"].startswith("unset") and summary["old"]["loaded_wait_policy"].startswith("unset")
+    assert summary["new"]["loaded_wait_policy"] == "PASSIVE"  # next to the competitor, the default turns passive
     assert summary["new"]["loaded_over_idle"] > 0 and summary["new"]["idle_change"] is not None
