@@ -34,11 +34,9 @@ from typing import Any
 import torch
 
 from lifelong_kd import pipeline
-from lifelong_kd.cli.compose import build_strategy, evaluator_options, filled_options, resolve
+from lifelong_kd.cli.compose import compose_run
 from lifelong_kd.config import RunConfig
-from lifelong_kd.data.benchmarks import build_stream
-from lifelong_kd.evaluation.evaluator import EVALUATION_PARTS, Evaluator
-from lifelong_kd.models import build_model
+from lifelong_kd.evaluation.evaluator import EVALUATION_PARTS
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "benchmarks" / "output" / "eval_cost.jsonl"
@@ -58,11 +56,7 @@ def default_config(benchmark: str, data_root: str, quick: bool, robustness_every
 
 def measure(config: RunConfig) -> dict[str, Any]:
     """Run the composed default run without loggers; training seconds and each evaluation part's seconds."""
-    strategy = build_strategy(config.strategy, config.strategy_options)
-    stream = build_stream(config.benchmark, config.stream_options())
-    config = replace(resolve(config, stream), strategy_options=filled_options(config.strategy, strategy))
-    model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
-    evaluator = Evaluator(**evaluator_options(config, stream))
+    config, stream, strategy, model, evaluator = compose_run(config)
     start = time.perf_counter()
     document = pipeline.run(stream, model, strategy, evaluator, (), config.train_config())
     wall = time.perf_counter() - start

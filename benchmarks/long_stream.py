@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_doc import DEFAULT_DATA, OUTPUT, append_jsonl, hardware  # noqa: E402
 
 from lifelong_kd import pipeline, run_folder  # noqa: E402
-from lifelong_kd.cli.compose import build_strategy, evaluator_options, filled_options, resolve, run_loggers  # noqa: E402
+from lifelong_kd.cli.compose import compose_run, run_loggers  # noqa: E402
 from lifelong_kd.config import RunConfig  # noqa: E402
-from lifelong_kd.data.benchmarks import build_stream  # noqa: E402
-from lifelong_kd.evaluation.evaluator import Evaluator  # noqa: E402
 from lifelong_kd.evaluation.report import EvalReport  # noqa: E402
-from lifelong_kd.models import build_model  # noqa: E402
 
 FULL = {"n_experiences": 50, "train_size": 5000, "test_size": 1000}  # the issue's measurement, 50 experiences
 QUICK = {"n_experiences": 6, "train_size": 1000, "test_size": 200}  # CI: the same code paths in about a minute
@@ -131,11 +127,7 @@ def clocked_saves() -> tuple[list[float], Any]:
 
 def run_stream(config: RunConfig) -> dict[str, Any]:
     """One run composed as ``lifelong-kd run`` composes it, with clocks; per-experience rows and the wall time."""
-    strategy = build_strategy(config.strategy, config.strategy_options)
-    stream = build_stream(config.benchmark, config.stream_options())
-    config = replace(resolve(config, stream), strategy_options=filled_options(config.strategy, strategy))
-    model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
-    evaluator = Evaluator(**evaluator_options(config, stream))
+    config, stream, strategy, model, evaluator = compose_run(config)
     loggers = {type(logger).__name__: Clocked(logger) for logger in run_loggers(Path(config.out), config, figures=True)}
     probe = MemoryProbe()
     saves, original = clocked_saves()

@@ -100,22 +100,14 @@ def resolve(config: RunConfig, stream: Any) -> RunConfig:
 def execute(config: RunConfig) -> dict[str, Any]:
     """Build stream, model, strategy, evaluator and loggers from ``config`` and run them in the loop."""
     from lifelong_kd import pipeline
-    from lifelong_kd.data.benchmarks import build_stream
-    from lifelong_kd.evaluation.evaluator import Evaluator
-    from lifelong_kd.models import build_model
 
     if config.resume and config.out is None:
         raise UsageError("--resume needs --out RUN_DIR: the folder of the run to continue.")
     if config.student or config.teacher:
         return execute_compression(config)
-    strategy = build_strategy(config.strategy, config.strategy_options)
-    stream = build_stream(config.benchmark, config.stream_options())
-    strategy.check_stream(stream)
-    config = replace(resolve(config, stream), strategy_options=filled_options(config.strategy, strategy))
+    config, stream, strategy, model, evaluator = compose_run(config)
     log.debug("configuration: %s", json.dumps(config.record(), sort_keys=True))
     trainer = make_trainer(config)
-    model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
-    evaluator = Evaluator(**evaluator_options(config, stream))
     if not config.quiet and distributed.is_main():  # one banner, from rank 0, under torchrun
         progress_logger.info(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
                              f"{config.model} ({sum(p.numel() for p in model.parameters()):,} parameters); run folder {config.out}")
@@ -123,6 +115,24 @@ def execute(config: RunConfig) -> dict[str, Any]:
         stream, model, strategy, evaluator, run_loggers(Path(config.out), config, figures=True), config.train_config(),
         config.out, config.resume, config.record(), overwrite=config.overwrite, trainer=trainer,
     )
+
+
+def compose_run(config: RunConfig) -> tuple[RunConfig, Any, Strategy, Any, Any]:
+    """The parts of a plain run as ``lifelong-kd run`` builds them: resolved config, stream, strategy, model, evaluator.
+
+    The benchmark scripts that time a default run (``benchmarks/eval_cost.py``,
+    ``benchmarks/long_stream.py``) compose it here too, so they measure what a user gets.
+    """
+    from lifelong_kd.data.benchmarks import build_stream
+    from lifelong_kd.evaluation.evaluator import Evaluator
+    from lifelong_kd.models import build_model
+
+    strategy = build_strategy(config.strategy, config.strategy_options)
+    stream = build_stream(config.benchmark, config.stream_options())
+    strategy.check_stream(stream)
+    config = replace(resolve(config, stream), strategy_options=filled_options(config.strategy, strategy))
+    model = build_model(config.model, stream.input_shape, stream.n_heads, stream.n_outputs, head=strategy.model_head, seed=config.seed)
+    return config, stream, strategy, model, Evaluator(**evaluator_options(config, stream))
 
 
 def filled_options(name: str, strategy: Strategy) -> dict[str, Any]:
