@@ -9,9 +9,9 @@ corruptions and evaluation.
 **Processes.** ``torchrun --nproc-per-node N -m lifelong_kd run ...`` starts N processes with
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in their environment; :func:`session` starts the
 process group (``nccl`` on CUDA, ``gloo`` on the CPU) and gives each process its GPU
-(``cuda:LOCAL_RANK``). The group then lives as long as the process (ended at exit), so a
-program that runs several runs in one torchrun launch reuses it; a group the program started
-itself is used as it is. Every collective below is a no-op in a single process, so the loop,
+(``cuda:LOCAL_RANK``). The group then lives until the program calls :func:`end` after its last
+run (or until the process exits), so a program that runs several runs in one torchrun launch
+reuses it; a group the program started itself is used as it is. Every collective below is a no-op in a single process, so the loop,
 the evaluator and the strategies call them unconditionally:
 
 * data parallelism: :func:`data_parallel` wraps the forward in ``DistributedDataParallel``
@@ -27,6 +27,7 @@ the evaluator and the strategies call them unconditionally:
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -46,6 +47,9 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 CUBLAS_WORKSPACE = ":4096:8"
 
 T = TypeVar("T")
+
+# The process group this module started: running, and ended by end() (see session).
+_GROUP = {"started": False, "ended": False}
 
 
 class DeviceError(ValueError):
@@ -222,9 +226,9 @@ def session(device: str = "auto", deterministic: bool = False) -> Iterator[Place
     """The process group, device and determinism settings of one run (determinism restored on exit).
 
     Starts the process group when a launcher asked for several processes (``WORLD_SIZE > 1``)
-    and none is running; it stays for the process's later runs and ends when the process
-    exits (starting a group again after ending it hangs with torchrun's store). A group the
-    caller started is used as it is.
+    and none is running; it stays for the process's later runs and ends when the program calls
+    :func:`end` or, failing that, when the process exits (starting a group again after ending it
+    hangs with torchrun's store). A group the caller started is used as it is.
 
     Args:
         device: See :func:`resolve_device`.
@@ -239,8 +243,14 @@ def session(device: str = "auto", deterministic: bool = False) -> Iterator[Place
     if processes > 1 and not running:
         if placement_device.type == "cuda":
             torch.cuda.set_device(placement_device)
+        if _GROUP["ended"]:
+            raise RuntimeError(
+                "lifelong_kd.distributed.end() already ended this process's group, and a group cannot start "
+                "again under torchrun; call end() once, after the program's last run."
+            )
         dist.init_process_group("nccl" if placement_device.type == "cuda" else "gloo")
         atexit.register(_end_group)
+        _GROUP["started"] = True
     backend = dist.get_backend() if processes > 1 else None
     placement = Placement(placement_device, rank(), processes, backend)
     previous = _set_deterministic(deterministic)
@@ -250,10 +260,29 @@ def session(device: str = "auto", deterministic: bool = False) -> Iterator[Place
         _restore_deterministic(previous)
 
 
+def end() -> None:
+    """End the process group :func:`session` started, once every process has called this.
+
+    A program that ran its last run calls it (``lifelong-kd run`` does): the processes wait for
+    each other (a barrier), objects that still hold the group's pending work are collected, and
+    the group is destroyed while the interpreter is fully alive. Ending a group at interpreter
+    exit instead can abort the process (SIGABRT, "terminate called without an active exception")
+    when gloo's threads are torn down during finalization. A no-op in one process or when the
+    caller started the group itself.
+    """
+    if not _GROUP["started"] or not dist.is_initialized():
+        return
+    dist.barrier()
+    _end_group()
+    _GROUP["ended"] = True
+
+
 def _end_group() -> None:
-    """End the process group this module started (at process exit)."""
-    if dist.is_initialized():
+    """End the process group this module started (also at process exit, without a barrier: a failing process must not wait)."""
+    if _GROUP["started"] and dist.is_initialized():
+        gc.collect()  # DistributedDataParallel reducers and pending work go before the group does
         dist.destroy_process_group()
+    _GROUP["started"] = False
 
 
 def _set_deterministic(enabled: bool) -> tuple[bool, bool, bool, bool] | None:

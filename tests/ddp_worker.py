@@ -145,6 +145,7 @@ def check(out: Path, names: list[str] | None = None) -> None:
             result["local_row"] = [accuracy(model, experience) for experience in stream]
             result["world_size"] = placement.world_size
             torch.save(result, out / f"{name}-rank{placement.rank}.pt")
+    distributed.end()
 
 
 def kill_at_step(nth: int) -> None:

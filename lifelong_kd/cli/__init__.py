@@ -80,7 +80,9 @@ def command_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as stop:
         stop.run_folder = config.out  # type: ignore[attr-defined] - read by main's message
         raise
-    if not distributed.is_main():
+    main_process = distributed.is_main()
+    distributed.end()  # every process finished: the group ends now, not during interpreter exit
+    if not main_process:
         return 0
     log.info("accuracy matrix (%):")
     log.info(format_matrix(results["accuracy_matrix"]))
