@@ -83,7 +83,13 @@ PROTOCOLS = {
     "seq-mnist": Protocol("split-mnist", "mlp:100,100", 1, 10, False),
     # Reduced budget for a shared 2-core CPU (the paper: ResNet-18, 50 epochs, batch 32, all 50,000 images)
     "seq-cifar10": Protocol("split-cifar10", "convnet:16", 3, 32, True, 2500, 1000),
+    # The same, 13x the SGD steps: 10 epochs on all 10,000 training images of each experience (part cifar-long)
+    "seq-cifar10-long": Protocol("split-cifar10", "convnet:16", 10, 32, True, None, 1000),
 }
+# Part cifar-long: the methods of the paper's class-IL ordering (LwF < ER < DER < DER++).
+LONG_METHODS = ("lwf", "er", "der", "derpp")
+# Part lucir-lambda: LUCIR's less-forget base weight on Seq-CIFAR-10 (the default 5 is the cifar-class row).
+LUCIR_LAMBDAS = (0.0, 1.0, 2.0)
 
 # Per-method hyper-parameters: mammoth utils/best_args.py (commit d20f640, "fix minibatch sizes"),
 # keyed by buffer size (-1: no buffer). "replay" is mammoth's minibatch_size; iCaRL trains on the
@@ -117,6 +123,7 @@ HYPERPARAMETERS: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
         "bic": {200: {"lr": 0.03}, 500: {"lr": 0.03}},  # mammoth scripts/reproduce.json runs BiC on seq-cifar10 at lr 0.03
     },
 }
+HYPERPARAMETERS["seq-cifar10-long"] = HYPERPARAMETERS["seq-cifar10"]
 # The buffer sweep: one set of arguments for every size (each method's buffer-500 row on Seq-MNIST).
 SWEEP_ARGUMENTS = {method: HYPERPARAMETERS["seq-mnist"][method][500] for method in SWEEP_METHODS}
 
@@ -140,6 +147,7 @@ PUBLISHED: dict[str, dict[tuple[str, int], tuple[float | None, float | None]]] =
         ("derpp", 200): (64.88, 91.92), ("derpp", 500): (72.70, 93.88),
     },
 }
+PUBLISHED["seq-cifar10-long"] = PUBLISHED["seq-cifar10"]
 
 
 @dataclass(frozen=True)
@@ -178,12 +186,14 @@ def arguments_of(job: Job) -> dict[str, Any]:
     arguments = dict(table[job.buffer if job.buffer in table else -1])
     if job.part == "cifar-lr":
         arguments["lr"] = HYPERPARAMETERS[job.protocol]["er"][job.buffer]["lr"]
+    if job.part.startswith("lucir-lambda"):
+        arguments["lambda_base"] = float(job.part.removeprefix("lucir-lambda"))
     return arguments
 
 
 def strategy_options(job: Job, arguments: Mapping[str, Any]) -> dict[str, Any]:
     """The strategy's constructor options."""
-    options = {key: value for key, value in arguments.items() if key in ("alpha", "beta", "temperature")}
+    options = {key: value for key, value in arguments.items() if key in ("alpha", "beta", "temperature", "lambda_base")}
     if job.buffer > 0:
         options["buffer_size"] = job.buffer
     if "replay" in arguments:
@@ -321,6 +331,14 @@ def part_jobs(part: str, seed: int, methods: list[str], args: argparse.Namespace
         for method in ("der", "derpp"):
             yield from (Job(part, "seq-cifar10", "class", method, buffer, seed) for buffer in args.buffers)
         return
+    if part == "cifar-long":  # is the short schedule why the paper's ordering does not hold?
+        for method in (m for m in methods if m in LONG_METHODS):
+            yield from (Job(part, "seq-cifar10-long", "class", method, buffer, seed) for buffer in (args.buffers if method in MEMORY_METHODS else [-1]))
+        return
+    if part == "lucir-lambda":  # is the less-forget weight why LUCIR learns no new class on Seq-CIFAR-10?
+        for value in LUCIR_LAMBDAS:
+            yield from (Job(f"lucir-lambda{value:g}", "seq-cifar10", "class", "lucir", buffer, seed) for buffer in args.buffers)
+        return
     if part == "buffers":
         for method in SWEEP_METHODS:
             for buffer in SWEEP_BUFFERS:
@@ -423,6 +441,33 @@ def learning_rate_table(diagnostic: list[dict[str, Any]], shown: list[dict[str, 
     return markdown_table(["buffer", "method", "lr", "class-IL (%)", "task-IL masked (%)", "forgetting (%)", "seeds"], rows)
 
 
+def long_budget_table(long: list[dict[str, Any]], short: list[dict[str, Any]]) -> str:
+    """The paper's class-IL ordering methods on the long Seq-CIFAR-10 budget beside the same runs on the short one."""
+    rows = []
+    for method in LONG_METHODS:
+        for buffer in sorted({r["buffer"] for r in long if r["method"] == method}):
+            paper = PUBLISHED["seq-cifar10"].get((method, buffer), (None, None))[0]
+            for name, records in (("short", short), ("long (13x steps)", long)):
+                mine = [r for r in records if r["method"] == method and r["buffer"] == buffer and r["scenario"] == "class"]
+                if mine:
+                    rows.append(["-" if buffer < 0 else buffer, LABELS[method], name, cell(mine, "average_accuracy"), number(paper),
+                                 cell(mine, "task_il_masked"), cell(mine, "forgetting"), ",".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"]))])
+    return markdown_table(["buffer", "method", "budget", "class-IL (%)", "class-IL paper*", "task-IL masked (%)", "forgetting (%)", "seeds"], rows)
+
+
+def lucir_lambda_table(variants: list[dict[str, Any]], default: list[dict[str, Any]]) -> str:
+    """LUCIR on Seq-CIFAR-10 at each less-forget base weight (the default 5 from the comparison runs)."""
+    rows = []
+    default_lambda = 5.0  # lifelong_kd.strategies.LUCIR's default (Hou et al. 2019, Sec. 4.1)
+    groups = [(float(r["part"].removeprefix("lucir-lambda")), r) for r in variants] + [(default_lambda, r) for r in default]
+    for value in sorted({value for value, _ in groups}):
+        for buffer in sorted({r["buffer"] for v, r in groups if v == value}):
+            mine = [r for v, r in groups if v == value and r["buffer"] == buffer]
+            rows.append([f"{value:g}" + (" (default)" if value == default_lambda else ""), buffer, cell(mine, "average_accuracy"),
+                         cell(mine, "task_il_masked"), cell(mine, "forgetting"), ",".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"]))])
+    return markdown_table(["lambda_base", "buffer", "class-IL (%)", "task-IL masked (%)", "forgetting (%)", "seeds"], rows)
+
+
 def defaults_table(records: list[dict[str, Any]]) -> str:
     """The bare ``lifelong-kd run ... --strategy derpp --buffer-size 200`` per seed and on average."""
     mine = sorted(records, key=lambda r: r["seed"])
@@ -496,6 +541,19 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if diagnostic:
         shown += diagnostic
         parts.append(f"### Seq-CIFAR-10 diagnostic: DER and DER++ at ER's learning rate\n\n{learning_rate_table(diagnostic, shown)}")
+    long_budget = list(budget_of_protocol(PROTOCOLS["seq-cifar10-long"]))
+    long = [r for r in latest_records(records, long_budget) if r["part"] == "cifar-long"]
+    if long:
+        short = [r for r in shown if r["protocol"] == "seq-cifar10" and r["part"] == "cifar-class" and r["seed"] in {x["seed"] for x in long}]
+        parts.append(f"### Seq-CIFAR-10 diagnostic: a 13x longer schedule\n\nBudget: {budget_line(PROTOCOLS['seq-cifar10-long'])} "
+                     f"({wall_minutes(long):.0f} min of wall time); the short rows are the same seeds of the table above.\n\n"
+                     f"{long_budget_table(long, short)}")
+        shown += long
+    lucir = [r for r in latest_records(records, cifar_budget) if r["part"].startswith("lucir-lambda")]
+    if lucir:
+        default = [r for r in shown if r["part"] == "cifar-class" and r["method"] == "lucir" and r["buffer"] in {x["buffer"] for x in lucir}]
+        parts.append(f"### Seq-CIFAR-10 diagnostic: LUCIR's less-forget weight\n\n{lucir_lambda_table(lucir, default)}")
+        shown += lucir
     defaults = latest_records(records, None)
     defaults = [r for r in defaults if r["part"] == "defaults"]
     if defaults:
@@ -526,7 +584,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: small subsamples, 1 epoch, one seed, buffer 200")
     parser.add_argument("--parts", default="mnist-class,cifar-class,buffers,defaults,mnist-task",
-                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, buffers, defaults")
+                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, cifar-long, lucir-lambda, buffers, defaults")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(BASELINES + MEMORY_METHODS), help="comma-separated strategy names")
     parser.add_argument("--rerun", action="store_true", help="run the chosen jobs again even if logged (after a fix), from scratch")

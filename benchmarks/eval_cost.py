@@ -11,6 +11,7 @@ and evaluation / training. One JSON line per invocation is appended to
 
     OMP_NUM_THREADS=1 python benchmarks/eval_cost.py --data-root ../shared/data
     OMP_NUM_THREADS=1 python benchmarks/eval_cost.py --data-root ../shared/data --benchmarks split-mnist --robustness-every 1
+    OMP_NUM_THREADS=1 python benchmarks/eval_cost.py --data-root ../shared/data --test-size 1000   # a seeded test subset
     OMP_NUM_THREADS=1 python benchmarks/eval_cost.py --data-root ../shared/data --quick   # CI: small subsets, seconds
 
 ``--quick`` keeps the default model and suite but trains on a few hundred samples per
@@ -46,11 +47,13 @@ TARGET = 0.25  # issue 18, deliverable 2: all evaluation at most 25% of training
 QUICK_SIZES = {"train_size": 600, "test_size": 200}
 
 
-def default_config(benchmark: str, data_root: str, quick: bool, robustness_every: str | None) -> RunConfig:
-    """``lifelong-kd run --benchmark B`` (with ``--quiet``, no run folder needed); ``quick``: small subsets."""
+def default_config(benchmark: str, data_root: str, quick: bool, robustness_every: str | None, test_size: int | None = None) -> RunConfig:
+    """``lifelong-kd run --benchmark B`` (with ``--quiet``, no run folder needed); ``quick``: small subsets; ``test_size``: ``--test-size``."""
     config = RunConfig(benchmark=benchmark, data_root=data_root, quiet=True, tensorboard=False, out=str(REPO / "runs" / "eval_cost"))
     if robustness_every is not None:
         config = replace(config, robustness_every=robustness_every)
+    if test_size is not None:
+        config = replace(config, test_size=test_size)
     return replace(config, **QUICK_SIZES) if quick else config
 
 
@@ -85,6 +88,7 @@ def main() -> None:
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--benchmarks", default=None, help=f"comma-separated (default: {', '.join(DEFAULT_BENCHMARKS)}; --quick: {', '.join(QUICK_BENCHMARKS)})")
     parser.add_argument("--robustness-every", default=None, help="override the default schedule: auto | final | K")
+    parser.add_argument("--test-size", type=int, default=None, help="lifelong-kd run's --test-size (a seeded subset of each test set): the cost of a cheaper, still exact-by-definition matrix")
     parser.add_argument("--quick", action="store_true", help="CI: small subsets of split-digits and split-mnist")
     parser.add_argument("--out", default=str(OUTPUT), help="JSON lines file to append the record to")
     args = parser.parse_args()
@@ -92,13 +96,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; default run of each benchmark (evaluation parts in seconds)")
     rows = []
     for name in names:
-        rows.append(measure(default_config(name.strip(), str(Path(args.data_root).expanduser().resolve()), args.quick, args.robustness_every)))
+        rows.append(measure(default_config(name.strip(), str(Path(args.data_root).expanduser().resolve()), args.quick, args.robustness_every, args.test_size)))
         print_row(rows[-1])
     record = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
         "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "torch": torch.__version__,
-        "target": TARGET, "runs": rows,
+        "target": TARGET, "test_size": args.test_size, "runs": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a", encoding="utf-8") as handle:

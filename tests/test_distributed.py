@@ -102,6 +102,9 @@ def test_collectives_are_the_identity_in_one_process():
     assert distributed.share({"a": 1}) == {"a": 1}
     module = torch.nn.Linear(2, 2)
     assert distributed.data_parallel(module) is module
+    distributed.end()  # nothing started: nothing to end, and a later run still works
+    with distributed.session("cpu") as placement:
+        assert placement.world_size == 1
 
 
 # ---------------------------------------------------------------------- two processes
