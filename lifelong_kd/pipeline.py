@@ -69,7 +69,7 @@ from lifelong_kd.run_folder import (
 )
 from lifelong_kd.strategies.base import Strategy
 from lifelong_kd.teacher import freeze_copy
-from lifelong_kd.train import TrainConfig, autocast, train_experience
+from lifelong_kd.train import NonFiniteLossError, TrainConfig, autocast, train_experience
 from lifelong_kd.version import __version__, git_revision
 
 __all__ = [
@@ -189,7 +189,13 @@ class LoopTrainer:
         returned ``"optimizer_state"`` is the one it ends with.
         """
         strategy.before_experience(model, experience)
-        stats = train_experience(model, strategy, stream, experience, config, on_step, optimizer_state)
+        try:
+            stats = train_experience(model, strategy, stream, experience, config, on_step, optimizer_state)
+        except NonFiniteLossError as error:
+            hint = strategy.divergence_hint(config.optimizer, config.lr, config.momentum)
+            if hint is None:
+                raise
+            raise NonFiniteLossError(f"{error} {hint}") from error
         strategy.after_experience(model, experience)
         return stats
 

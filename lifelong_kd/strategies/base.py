@@ -84,6 +84,18 @@ class Strategy:
         """
         return output.logits.new_zeros(())
 
+    def divergence_hint(self, optimizer: str, lr: float, momentum: float) -> str | None:
+        """Why the loss may have become non-finite, from this strategy's state, and the fix; None: nothing to say.
+
+        Called by the loop when the loss became inf or nan; the sentence is added to the error.
+
+        Args:
+            optimizer: The run's optimiser name (``"sgd"`` or ``"adam"``).
+            lr: Its learning rate.
+            momentum: Its momentum (SGD).
+        """
+        return None
+
     def loss_scale(self) -> float:
         """Factor the loop multiplies the whole loss (cross-entropy + :meth:`loss`) by before the backward pass (default 1).
 

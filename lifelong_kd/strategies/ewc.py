@@ -258,6 +258,36 @@ class EWC(Strategy):
                 total = total + (weight * (params[name] - anchor[name]).pow(2)).sum()
         return self.sum_terms({"penalty": 0.5 * self.ewc_lambda * total}, output.logits)
 
+    def penalty_curvature(self) -> tuple[float, str]:
+        """The penalty's largest curvature ``lambda * max_i sum_j F_j,i`` and the parameter it is on (0 and "" before any penalty)."""
+        summed: dict[str, Tensor] = {}
+        for fisher in self.fishers_:
+            for name, value in fisher.items():
+                summed[name] = summed[name] + value if name in summed else value.float()
+        if not summed:
+            return 0.0, ""
+        name = max(summed, key=lambda key: float(summed[key].max()))
+        return self.ewc_lambda * float(summed[name].max()), name
+
+    def divergence_hint(self, optimizer: str, lr: float, momentum: float) -> str | None:
+        """With SGD: whether the penalty alone exceeds heavy-ball SGD's stability limit ``lr * h < 2 (1 + momentum)``, and the lambda below it.
+
+        Along a parameter where the penalty has curvature ``h``, SGD with momentum ``m`` (PyTorch's
+        heavy ball) converges only if ``lr * h < 2 (1 + m)``; beyond it the parameter oscillates
+        with a growing amplitude whatever the data loss does (benchmarks/ewc_divergence.py
+        checks this on split-CIFAR-10). Adam rescales each step, so no such bound applies.
+        """
+        curvature, name = self.penalty_curvature()
+        limit = 2 * (1 + momentum)
+        if optimizer != "sgd" or lr * curvature < limit:
+            return None
+        below = limit / (lr * curvature / self.ewc_lambda)
+        return (
+            f"EWC's penalty has curvature lambda x Fisher = {curvature:.4g} along {name}, and SGD at lr {lr:g} with momentum "
+            f"{momentum:g} diverges along it once lr x curvature reaches 2 x (1 + momentum) = {limit:g} (here {lr * curvature:.3g}): "
+            f"use --ewc-lambda below {below:.3g} or --lr below {limit / curvature:.3g}."
+        )
+
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Estimate this experience's Fisher and store the anchor (or fold it in, online)."""
         fisher = diagonal_fisher(model, experience, self.fisher_kind, self.fisher_samples)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,3 +135,53 @@ def test_separate_keeps_one_penalty_per_experience_online_folds_them():
 def test_invalid_options_are_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
         EWC(**options).check_stream(digits("task"))
+
+
+# ---------------------------------------------------------------------- divergence hint
+
+
+def _planted(ewc_lambda: float) -> EWC:
+    strategy = EWC(ewc_lambda=ewc_lambda)
+    strategy.fishers_ = [{"w": torch.tensor([0.5, 2.0])}, {"w": torch.tensor([1.0, 0.0])}]  # summed: [1.5, 2.0]
+    strategy.anchors_ = [{"w": torch.zeros(2)}, {"w": torch.zeros(2)}]
+    return strategy
+
+
+def test_penalty_curvature_is_lambda_times_the_largest_summed_fisher():
+    assert _planted(100.0).penalty_curvature() == (200.0, "w")
+    assert EWC().penalty_curvature() == (0.0, "")
+
+
+def test_divergence_hint_names_the_lambda_below_sgds_stability_limit():
+    strategy = _planted(100.0)  # curvature 200
+    assert strategy.divergence_hint("sgd", 0.01, 0.9) is None  # 0.01 x 200 = 2 < 2 x 1.9
+    hint = strategy.divergence_hint("sgd", 0.02, 0.9)  # 4 >= 3.8
+    assert "--ewc-lambda below 95" in hint and "--lr below 0.019" in hint and "along w" in hint
+    assert strategy.divergence_hint("sgd", 0.011, 0.0) == strategy.divergence_hint("sgd", 0.011, 0.0)  # 2.2 >= 2 without momentum
+    assert strategy.divergence_hint("sgd", 0.011, 0.0) is not None
+    assert strategy.divergence_hint("adam", 1.0, 0.9) is None  # Adam rescales its steps: no such bound
+
+
+@pytest.mark.parametrize(("factor", "grows"), [(0.95, False), (1.05, True)])
+def test_the_limit_is_where_torch_sgd_with_momentum_diverges_on_the_penalty(factor, grows):
+    """torch's SGD on the penalty alone: bounded just below lr x curvature = 2 (1 + m), growing just above."""
+    curvature, momentum = 200.0, 0.9
+    lr = factor * 2 * (1 + momentum) / curvature
+    theta = torch.nn.Parameter(torch.tensor([1.0]))
+    optimizer = torch.optim.SGD([theta], lr=lr, momentum=momentum)
+    for _ in range(400):
+        optimizer.zero_grad()
+        (0.5 * curvature * theta.pow(2)).sum().backward()
+        optimizer.step()
+    final = float(theta.detach())
+    assert (not math.isfinite(final) or abs(final) > 1.0) == grows
+
+
+def test_a_diverging_ewc_run_says_which_lambda_keeps_sgd_stable(tmp_path, capsys):
+    from lifelong_kd.cli import main
+
+    code = main(["run", "--benchmark", "split-digits", "--strategy", "ewc", "--ewc-lambda", "1e6", "--lr", "0.1", "--train-size", "200",
+                 "--shifts", "none", "--no-instruments", "--drift-samples", "0", "--out", str(tmp_path / "run"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 1 and "non-finite" in error
+    assert "EWC's penalty has curvature" in error and "--ewc-lambda below" in error
