@@ -122,10 +122,10 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision == "fp32":
         return
     if device.type == "cuda":
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise DeviceError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use --precision fp16 or fp32.")
+        if precision in ("bf16", "bf16-master") and not torch.cuda.is_bf16_supported():
+            raise DeviceError(f"--precision {precision}: {torch.cuda.get_device_name(device)} has no bfloat16 support; use --precision fp16 or fp32.")
         return
-    if device.type == "cpu" and precision == "bf16":
+    if device.type == "cpu" and precision in ("bf16", "bf16-master"):
         return
     if device.type == "cpu":
         raise DeviceError("--precision fp16 needs a CUDA device (float16 autocast with a gradient scaler); on the CPU use --precision bf16 or fp32.")

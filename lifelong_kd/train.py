@@ -36,9 +36,11 @@ from lifelong_kd.loss_terms import LossTermCurve
 from lifelong_kd.strategies.base import ModelOutput, Strategy
 
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "bf16-master", "fp16")
 CROSS_ENTROPY_CLASSES = ("all", "seen")
-AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_TYPES = {"bf16": torch.bfloat16, "bf16-master": torch.bfloat16, "fp16": torch.float16}
+FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused SGD/Adam kernels run (torch.optim docs, "fused")
+LOW_PRECISION_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers torch.autocast runs in bfloat16
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,11 +75,20 @@ class TrainConfig:
             (:func:`lifelong_kd.models.inference_batch_size`: 1024 for MLPs, 32-64 for ConvNets).
         progress: Show progress: a bar with ETA when stderr is a terminal, else a log line
             every 30 s (logger ``lifelong_kd.progress``, see :mod:`lifelong_kd.logs`).
-        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: matmuls and convolutions of
-            training, teacher forwards and evaluation run in bfloat16 (CPU, or CUDA from compute
-            capability 8.0) or float16 (CUDA only, with a gradient scaler) under
+        precision: ``"fp32"`` (default), ``"bf16"``, ``"bf16-master"`` or ``"fp16"``: matmuls and
+            convolutions of training, teacher forwards and evaluation run in bfloat16 (CPU, or
+            CUDA from compute capability 8.0) or float16 (CUDA only, with a gradient scaler) under
             ``torch.autocast``; weights, optimiser state and losses stay float32. bf16 is about
             2x faster on CPUs with AVX512-BF16 or AMX; much slower on CPUs without them.
+            ``"bf16-master"`` is ``"bf16"`` with the training forward run on bfloat16 copies of
+            the linear and convolution weights (:class:`LowPrecisionWeights`), refreshed in
+            place from the float32 parameters (the master weights, Micikevicius et al. 2018)
+            after each optimiser step, instead of cast by autocast in every forward: the same
+            numbers as ``"bf16"`` (tests/test_fast_steps.py), one process only.
+        fused_optimizer: The optimiser step in torch's fused kernel (``fused=True`` of SGD and
+            Adam, on the CPU and CUDA): one pass over parameters, gradients and state instead
+            of one operation per tensor and term; the same numbers to float rounding
+            (tests/test_fast_steps.py). False: torch's default implementation.
         device: ``"auto"`` (default: CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``,
             ``"cuda:N"`` or ``"mps"`` (:func:`lifelong_kd.distributed.resolve_device`); the loop
             moves the models there. Under torchrun, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK``.
@@ -106,6 +117,7 @@ class TrainConfig:
     device: str = "auto"  # CUDA when available (the usual expectation of GPU users), else the CPU
     deterministic: bool = False  # off: PyTorch's default (fast, possibly non-deterministic CUDA kernels)
     data_on_device: bool = False  # per-minibatch copies: works whatever the data's size
+    fused_optimizer: bool = True  # same numbers as torch's default step to float rounding, fewer passes over memory
 
     def __post_init__(self) -> None:
         checks = [
@@ -127,14 +139,14 @@ class TrainConfig:
 
 
 def autocast(precision: str, device_type: str = "cpu") -> AbstractContextManager:
-    """The mixed-precision context of a run: autocast to bfloat16 (``"bf16"``) or float16 (``"fp16"``), else nothing.
+    """The mixed-precision context of a run: autocast to bfloat16 (``"bf16"``, ``"bf16-master"``) or float16 (``"fp16"``), else nothing.
 
     Wraps everything that runs the model in a step of the stream (strategy hooks, the
     minibatch loop and evaluation), so teacher caches and accuracies use the same precision
     as training.
 
     Args:
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        precision: ``"fp32"``, ``"bf16"``, ``"bf16-master"`` or ``"fp16"``.
         device_type: ``"cpu"``, ``"cuda"`` or ``"mps"``: where the models run.
     """
     if precision not in PRECISIONS:
@@ -151,11 +163,111 @@ def gradient_scaler(precision: str, device: torch.device) -> torch.amp.GradScale
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """A fresh optimiser over the trainable parameters."""
+    """A fresh optimiser over the trainable parameters, in torch's fused kernel when ``config.fused_optimizer`` allows."""
     params = [p for p in model.parameters() if p.requires_grad]
+    fused = fused_step(params, config)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused)
+    start_momentum(optimizer)
+    return optimizer
+
+
+def start_momentum(optimizer: torch.optim.Optimizer) -> None:
+    """Give every parameter of a fused SGD with momentum a zero momentum buffer, where it has none.
+
+    Torch's fused SGD treats a step as every parameter's first or none's: a parameter whose
+    first gradient comes after the others' (a new task's head, a head that only replayed
+    samples reach) would have no buffer and stop the step. A zero buffer gives the default
+    step's numbers exactly: its first update is ``momentum * 0 + gradient = gradient``, what the
+    default step stores (our SGD has no dampening).
+    """
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    for group in optimizer.param_groups:
+        if group.get("fused") and group["momentum"] != 0:
+            for parameter in group["params"]:
+                state = optimizer.state[parameter]
+                if state.get("momentum_buffer") is None:
+                    state["momentum_buffer"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+
+
+def fused_step(params: list[Tensor], config: TrainConfig) -> bool | None:
+    """True when ``config`` asks for the fused step and every parameter is a float tensor on a device that has it; else None (torch's default)."""
+    if not config.fused_optimizer or not params:
+        return None
+    supported = all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
+    return True if supported else None
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load ``state`` (``keep_optimizer``, ``--resume``) and keep this optimiser's implementation.
+
+    ``Optimizer.load_state_dict`` takes every group setting from the saved state, ``fused`` and
+    ``foreach`` included; the run's current ``fused_optimizer`` choice is put back, and the
+    parameters the saved state has no momentum for get a zero one (:func:`start_momentum`).
+    """
+    implementation = [{key: group.get(key) for key in ("fused", "foreach")} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, implementation, strict=True):
+        group.update(kept)
+    start_momentum(optimizer)
+
+
+class LowPrecisionWeights:
+    """bfloat16 copies of a model's linear and convolution parameters, for the training forward (``precision="bf16-master"``).
+
+    The model's own float32 parameters stay the master weights that the optimiser steps,
+    the checkpoint saves and evaluation, teachers and strategies read. The training forward
+    runs on the copies (``torch.func.functional_call``), so autocast finds its matmul weights
+    in bfloat16 already and casts none of them; after the backward pass
+    :meth:`gradients_to_masters` hands the copies' bfloat16 gradients to the masters in
+    float32, and after the optimiser step :meth:`refresh` rounds the masters into the copies,
+    in place. The copies and their rounding are those autocast makes in each forward, so a
+    step gives the numbers of ``precision="bf16"``.
+
+    Args:
+        model: A model with ``features`` and ``heads`` (:class:`~lifelong_kd.models.Classifier`).
+        dtype: The copies' type.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.network = FeaturesAndLogits(model)
+        self.masters = {
+            ".".join(part for part in ("model", module_name, name) if part): parameter
+            for module_name, module in model.named_modules()
+            if isinstance(module, LOW_PRECISION_LAYERS)
+            for name, parameter in module.named_parameters(recurse=False)
+            if parameter.requires_grad and parameter.is_floating_point()
+        }
+        self.copies = {name: master.detach().to(dtype).requires_grad_() for name, master in self.masters.items()}
+        self.gradients: dict[str, Tensor] = {}  # float32 gradient buffers, reused every step
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Features (B, D) and every head's logits (B, H, K) of ``x``, computed with the copies."""
+        return torch.func.functional_call(self.network, self.copies, (x,))
+
+    @torch.no_grad()
+    def gradients_to_masters(self) -> None:
+        """Each copy's gradient, in float32, into its master's ``grad`` (added to one the master already has)."""
+        for name, copy in self.copies.items():
+            if copy.grad is None:
+                continue
+            master = self.masters[name]
+            if master.grad is None:
+                buffer = self.gradients.get(name)
+                if buffer is None:
+                    buffer = self.gradients[name] = torch.empty_like(master)
+                master.grad = buffer.copy_(copy.grad)
+            else:
+                master.grad.add_(copy.grad)
+            copy.grad = None
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Round the (just stepped) masters into the copies, in place."""
+        for name, copy in self.copies.items():
+            copy.copy_(self.masters[name])
 
 
 class TrainingSet:
@@ -298,14 +410,15 @@ class FeaturesAndLogits(nn.Module):
         return features, self.model.heads(features)
 
 
-def forward(model: nn.Module, batch: Batch, network: nn.Module | None = None) -> ModelOutput:
+def forward(model: nn.Module, batch: Batch, network: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None) -> ModelOutput:
     """One forward pass giving features, every head's logits and each sample's own logits.
 
     Args:
         model: The model.
         batch: The minibatch.
-        network: A module giving ``(features, all_logits)`` of ``batch.x`` for ``model`` (the
-            data-parallel :class:`FeaturesAndLogits`); None calls ``model`` directly.
+        network: A callable giving ``(features, all_logits)`` of ``batch.x`` for ``model`` (the
+            data-parallel :class:`FeaturesAndLogits`, or :class:`LowPrecisionWeights`); None calls
+            ``model`` directly.
     """
     if network is None:
         features = model.features(batch.x)
@@ -326,6 +439,7 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     terms: dict[str, Tensor] | None = None,
     seen_classes: Tensor | None = None,
+    weight_copies: LowPrecisionWeights | None = None,
 ) -> float:
     """Cross-entropy + strategy loss, backward, optimiser step; returns the loss.
 
@@ -343,9 +457,12 @@ def train_step(
         scaler: Gradient scaler of float16 training (:func:`gradient_scaler`).
         terms: Filled with the loss's parts, detached on the device (:func:`loss_terms`); None: not kept.
         seen_classes: Boolean mask (K,) of the outputs the cross-entropy covers (:func:`seen_class_mask`); None: all.
+        weight_copies: Low-precision copies of the weights the forward runs on (``precision="bf16-master"``,
+            one process): their gradients go to the model's parameters before the optimiser step, which
+            they follow after it. None: the forward runs on the model's parameters.
     """
     with phase("lkd.forward"):
-        output = forward(model, strategy.transform_batch(batch), network)
+        output = forward(model, strategy.transform_batch(batch), network if weight_copies is None else weight_copies)
     with phase("lkd.loss"):
         logits = output.logits if seen_classes is None else output.logits.masked_fill(~seen_classes, float("-inf"))
         cross_entropy = F.cross_entropy(logits, batch.y)
@@ -365,11 +482,15 @@ def train_step(
         weighted = loss if scale == 1.0 else loss * scale
         (weighted if scaler is None else scaler.scale(weighted)).backward()
     with phase("lkd.optimizer"):
+        if weight_copies is not None:
+            weight_copies.gradients_to_masters()
         if scaler is None:
             optimizer.step()
         else:
             scaler.step(optimizer)
             scaler.update()
+        if weight_copies is not None:
+            weight_copies.refresh()
     return value
 
 
@@ -441,9 +562,10 @@ def train_experience(
     total = n_batches(data.size, config)
     optimizer = make_optimizer(model, config)
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        load_optimizer_state(optimizer, optimizer_state)
     seen_classes = seen_class_mask(stream, experience, config, device)
     network = distributed.data_parallel(FeaturesAndLogits(model)) if world_size > 1 else None
+    weight_copies = weight_copies_for(model, config, world_size)
     scaler = gradient_scaler(config.precision, device)
     model.train()
     start, samples, loss_sum = time.perf_counter(), 0.0, 0.0
@@ -451,7 +573,8 @@ def train_experience(
     curve, term_curve = LossCurve(total), LossTermCurve(total)
     for iteration, (batch, weight) in enumerate(_labelled(data.shards(config.batch_size, total, rank, world_size), "lkd.data"), start=1):
         terms: dict[str, Tensor] = {}
-        loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler, terms=terms, seen_classes=seen_classes)
+        loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler, terms=terms,
+                                   seen_classes=seen_classes, weight_copies=weight_copies)
         loss_sum += loss
         curve.add(loss)
         term_curve.add(terms, weight)
@@ -460,7 +583,7 @@ def train_experience(
         if on_step is not None:
             on_step(iteration, total)
     bar.close()
-    del network
+    del network, weight_copies
     distributed.settle(model)
     samples, loss_sum = distributed.all_reduce_sum(torch.tensor([samples, loss_sum], dtype=torch.float64)).tolist()
     loss_curve = curve.points(distributed.all_reduce_sum(curve.sums) / world_size)
@@ -468,6 +591,23 @@ def train_experience(
     return {"train_seconds": time.perf_counter() - start, "samples": int(samples), "mean_loss": loss_sum / world_size / max(total, 1),
             "iterations": total, "loss_curve": loss_curve, "loss_terms": term_means, "loss_terms_curve": term_curves,
             "optimizer_state": optimizer.state_dict() if config.keep_optimizer else None}
+
+
+def weight_copies_for(model: nn.Module, config: TrainConfig, world_size: int = 1) -> LowPrecisionWeights | None:
+    """The bfloat16 weight copies of ``precision="bf16-master"`` (None for the other precisions).
+
+    Raises:
+        ValueError: Several processes: their data-parallel forward runs on the model's own
+            parameters (it exchanges their gradients), so the copies cannot take their place.
+    """
+    if config.precision != "bf16-master":
+        return None
+    if world_size > 1:
+        raise ValueError(
+            f"--precision bf16-master trains one process's bfloat16 weight copies, but this run has {world_size} processes, "
+            "whose data-parallel forward must run on the model's own parameters; use --precision bf16 under torchrun."
+        )
+    return LowPrecisionWeights(model)
 
 
 def seen_class_mask(stream: Stream, experience: Experience, config: TrainConfig, device: torch.device) -> Tensor | None:

@@ -680,6 +680,8 @@ class AvalancheTrainer:
         """Avalanche's template trains whole epochs without our augmentation."""
         if config.augment or config.iterations is not None:
             raise ValueError("--engine avalanche supports --epochs only (no --augment, no --iterations).")
+        if config.precision == "bf16-master":
+            raise ValueError("--precision bf16-master keeps bfloat16 weight copies in our training loop, which --engine avalanche does not use; use --precision bf16 (the same numbers) or --engine lifelong-kd.")
 
     def _template(self, model: nn.Module, strategy: Strategy, stream: Stream, config: Any) -> Any:
         if self.template_ is None:
