@@ -43,6 +43,7 @@ class RunConfig:
     eval_batch_size: int | None = None  # None: per model (1024 for MLPs, 32-64 for ConvNets)
     precision: str = "fp32"  # "bf16": bfloat16 autocast for matmuls/convolutions (about 2x on CPUs with AVX512-BF16/AMX); "bf16-master": the same on bfloat16 weight copies of float32 masters; "fp16": CUDA only
     fused_optimizer: bool = True  # torch's fused SGD/Adam step: the same numbers as its default to float rounding, fewer passes over memory
+    compile: bool = False  # torch.compile of the training forward/backward; off: compiling costs minutes on a small CPU (compile_seconds in the timing)
     device: str = "auto"  # CUDA when available, else the CPU; under torchrun each process takes cuda:LOCAL_RANK (docs/distributed.md)
     deterministic: bool = False  # deterministic kernels only (CUDA runs repeat bit for bit, a little slower)
     data_on_device: bool = False  # copy each experience's training data to the device once instead of every minibatch
@@ -108,6 +109,7 @@ class RunConfig:
             deterministic=self.deterministic,
             data_on_device=self.data_on_device,
             fused_optimizer=self.fused_optimizer,
+            compile=self.compile,
         )
 
     def stream_options(self) -> StreamOptions:

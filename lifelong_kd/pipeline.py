@@ -89,15 +89,15 @@ __all__ = [
 
 # Record keys that do not change a run's numbers: they may differ between a run and its resumption.
 # (``strategy_options`` as typed are compared through the setup record: the strategies' full options.)
-# ``device``, ``deterministic``, ``data_on_device`` and ``fused_optimizer`` say where and how a run computes: a
-# checkpoint resumes on another device or optimiser kernel (numbers then agree to float rounding, docs/distributed.md).
+# ``device``, ``deterministic``, ``data_on_device``, ``fused_optimizer`` and ``compile`` say where and how a run computes:
+# a checkpoint resumes on another device or kernel (numbers then agree to float rounding, docs/distributed.md).
 VOLATILE_KEYS = frozenset(
     {"resume", "overwrite", "out", "progress", "quiet", "config_file", "tensorboard", "csv", "wandb", "download", "eval_batch_size", "strategy_options"}
     | {"figures_every"}
-    | {"device", "deterministic", "data_on_device", "fused_optimizer", "threads"}
+    | {"device", "deterministic", "data_on_device", "fused_optimizer", "compile", "threads"}
 )
 # TrainConfig fields left out of the setup record (compared on resume): they do not change the numbers.
-UNRECORDED_TRAINING = ("progress", "eval_batch_size", "device", "deterministic", "data_on_device", "fused_optimizer")
+UNRECORDED_TRAINING = ("progress", "eval_batch_size", "device", "deterministic", "data_on_device", "fused_optimizer", "compile")
 
 
 def seed_everything(seed: int, experience_index: int = -1) -> None:
@@ -499,6 +499,7 @@ class _Run:
             "loss_curve": stats.get("loss_curve"),
             "loss_terms": stats.get("loss_terms"),
             "loss_terms_curve": stats.get("loss_terms_curve"),
+            **({"compile_seconds": stats["compile_seconds"]} if stats.get("compile_seconds") is not None else {}),  # --compile
         }
 
     def evaluate(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,11 @@ class TrainConfig:
             Adam, on the CPU and CUDA): one pass over parameters, gradients and state instead
             of one operation per tensor and term; the same numbers to float rounding
             (tests/test_fast_steps.py). False: torch's default implementation.
+        compile: Run the training forward and backward through ``torch.compile`` (TorchInductor;
+            on the CPU it needs a C++ compiler). The first step of each minibatch size compiles
+            (seconds to minutes, counted in the training time and reported as
+            ``compile_seconds``); later experiences of the same model reuse the code. The numbers
+            agree with the eager ones to float rounding, not bit for bit (fused kernels).
         device: ``"auto"`` (default: CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``,
             ``"cuda:N"`` or ``"mps"`` (:func:`lifelong_kd.distributed.resolve_device`); the loop
             moves the models there. Under torchrun, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK``.
@@ -118,6 +123,7 @@ class TrainConfig:
     deterministic: bool = False  # off: PyTorch's default (fast, possibly non-deterministic CUDA kernels)
     data_on_device: bool = False  # per-minibatch copies: works whatever the data's size
     fused_optimizer: bool = True  # same numbers as torch's default step to float rounding, fewer passes over memory
+    compile: bool = False  # off: compiling costs minutes on a small CPU, more than a short run saves
 
     def __post_init__(self) -> None:
         checks = [
@@ -451,18 +457,19 @@ def train_step(
         strategy: Adds its loss term.
         optimizer: Steps the model's parameters.
         batch: This process's minibatch.
-        network: The forward module (see :func:`forward`).
+        network: The forward module (see :func:`forward`); None: ``weight_copies`` when given, else ``model``.
         weight: Multiplies the loss before the backward pass (a process's share of a global
             minibatch, :func:`lifelong_kd.distributed.shard_rows`); the returned loss is unweighted.
         scaler: Gradient scaler of float16 training (:func:`gradient_scaler`).
         terms: Filled with the loss's parts, detached on the device (:func:`loss_terms`); None: not kept.
         seen_classes: Boolean mask (K,) of the outputs the cross-entropy covers (:func:`seen_class_mask`); None: all.
         weight_copies: Low-precision copies of the weights the forward runs on (``precision="bf16-master"``,
-            one process): their gradients go to the model's parameters before the optimiser step, which
-            they follow after it. None: the forward runs on the model's parameters.
+            one process; directly or inside ``network``, :func:`training_network`): their gradients go to
+            the model's parameters before the optimiser step, which they follow after it. None: the
+            forward runs on the model's parameters.
     """
     with phase("lkd.forward"):
-        output = forward(model, strategy.transform_batch(batch), network if weight_copies is None else weight_copies)
+        output = forward(model, strategy.transform_batch(batch), network if network is not None else weight_copies)
     with phase("lkd.loss"):
         logits = output.logits if seen_classes is None else output.logits.masked_fill(~seen_classes, float("-inf"))
         cross_entropy = F.cross_entropy(logits, batch.y)
@@ -564,17 +571,17 @@ def train_experience(
     if optimizer_state is not None:
         load_optimizer_state(optimizer, optimizer_state)
     seen_classes = seen_class_mask(stream, experience, config, device)
-    network = distributed.data_parallel(FeaturesAndLogits(model)) if world_size > 1 else None
-    weight_copies = weight_copies_for(model, config, world_size)
+    network, weight_copies = training_network(model, config, world_size)
     scaler = gradient_scaler(config.precision, device)
     model.train()
     start, samples, loss_sum = time.perf_counter(), 0.0, 0.0
     bar = Progress(total, f"experience {experience.index + 1}/{len(stream)}", config.progress and rank == 0, samples_per_unit=config.batch_size)
-    curve, term_curve = LossCurve(total), LossTermCurve(total)
+    curve, term_curve, clock = LossCurve(total), LossTermCurve(total), CompileClock(config.compile)
     for iteration, (batch, weight) in enumerate(_labelled(data.shards(config.batch_size, total, rank, world_size), "lkd.data"), start=1):
         terms: dict[str, Tensor] = {}
-        loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler, terms=terms,
-                                   seen_classes=seen_classes, weight_copies=weight_copies)
+        with clock.step(len(batch.y)):
+            loss = weight * train_step(model, strategy, optimizer, batch, network=network, weight=weight, scaler=scaler, terms=terms,
+                                       seen_classes=seen_classes, weight_copies=weight_copies)
         loss_sum += loss
         curve.add(loss)
         term_curve.add(terms, weight)
@@ -590,7 +597,47 @@ def train_experience(
     term_means, term_curves = term_curve.record(lambda sums: distributed.all_reduce_sum(sums) / world_size)
     return {"train_seconds": time.perf_counter() - start, "samples": int(samples), "mean_loss": loss_sum / world_size / max(total, 1),
             "iterations": total, "loss_curve": loss_curve, "loss_terms": term_means, "loss_terms_curve": term_curves,
-            "optimizer_state": optimizer.state_dict() if config.keep_optimizer else None}
+            "optimizer_state": optimizer.state_dict() if config.keep_optimizer else None, "compile_seconds": clock.seconds if config.compile else None}
+
+
+def training_network(model: nn.Module, config: TrainConfig, world_size: int = 1) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]] | None, LowPrecisionWeights | None]:
+    """The forward of the training steps (None: ``model`` itself) and the low-precision weight copies (None: none).
+
+    Several processes: the data-parallel :class:`FeaturesAndLogits`; ``precision="bf16-master"``:
+    the copies (:func:`weight_copies_for`); ``config.compile``: that forward through ``torch.compile``.
+    """
+    weight_copies = weight_copies_for(model, config, world_size)
+    network: Callable[[Tensor], tuple[Tensor, Tensor]] | None = distributed.data_parallel(FeaturesAndLogits(model)) if world_size > 1 else weight_copies
+    if config.compile:
+        network = torch.compile(network if network is not None else FeaturesAndLogits(model))
+    return network, weight_copies
+
+
+class CompileClock:
+    """Seconds of the training steps that compile: with ``torch.compile``, the first step of each minibatch size.
+
+    A new input shape makes ``torch.compile`` trace and compile again; those steps' own work
+    (milliseconds) is counted too, next to the compilation (seconds or more).
+
+    Args:
+        enabled: Whether the steps compile (``TrainConfig.compile``); off, :meth:`step` measures nothing.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.sizes: set[int] = set()
+        self.seconds = 0.0
+
+    @contextmanager
+    def step(self, size: int) -> Iterator[None]:
+        """Time the step inside when its minibatch size is new."""
+        if not self.enabled or size in self.sizes:
+            yield
+            return
+        start = time.perf_counter()
+        yield
+        self.seconds += time.perf_counter() - start
+        self.sizes.add(size)
 
 
 def weight_copies_for(model: nn.Module, config: TrainConfig, world_size: int = 1) -> LowPrecisionWeights | None:

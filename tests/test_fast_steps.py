@@ -172,6 +172,26 @@ def test_a_cli_run_with_bf16_master_and_without_the_fused_step_finishes(tmp_path
 def test_the_options_are_in_the_help_and_the_docs(capsys):
     assert main(["run", "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "bf16-master" in help_text and "--fused-optimizer" in help_text
+    assert "bf16-master" in help_text and "--fused-optimizer" in help_text and "--compile" in help_text
     docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
-    assert "`--fused-optimizer`" in docs and "bf16-master" in docs
+    assert "`--fused-optimizer`" in docs and "bf16-master" in docs and "`--compile`" in docs
+
+
+def test_compiled_training_steps_give_the_eager_numbers_to_float_rounding_and_report_their_compile_time(digits):
+    model, twin = _twins(digits, "mlp:32")
+    runs = []
+    for network, compiled in ((model, True), (twin, False)):
+        config = TrainConfig(iterations=6, batch_size=25, lr=0.05, progress=False, compile=compiled)  # 200 samples: one minibatch size
+        runs.append(train_experience(network, Finetune(), digits, digits[0], config))
+    assert runs[0]["compile_seconds"] > 0 and runs[1]["compile_seconds"] is None
+    assert abs(runs[0]["mean_loss"] - runs[1]["mean_loss"]) < 1e-4 * runs[1]["mean_loss"]
+    assert _largest_difference(model, twin) < 1e-4
+
+
+def test_a_compiled_cli_run_records_the_compile_time(tmp_path):
+    import json
+
+    out = tmp_path / "r"
+    assert main(["run", "--compile", "--model", "mlp:32", "--n-experiences", "2", *QUICK, "--out", str(out)]) == 0
+    timing = json.loads((out / "results.json").read_text())["timing"]["per_experience"]
+    assert len(timing) == 2 and timing[0]["compile_seconds"] > 0 and "compile_seconds" in timing[1]

@@ -103,6 +103,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser, add: Any) -> None:
     add("--augment", action=argparse.BooleanOptionalAction, help="random crop + flip (CIFAR)")
     add("--seed", type=field_kind("seed"), help="0 to 2147483647 (default 0); same seed, same numbers")
     add("--precision", choices=("fp32", "bf16", "bf16-master", "fp16"), help="bf16: bfloat16 autocast, ~2x faster on CPUs with AVX512-BF16/AMX; bf16-master: the same numbers, the training forward on bfloat16 weight copies refreshed from the float32 weights after each step instead of cast in every forward (one process); fp16: float16 autocast with a gradient scaler (CUDA)")
+    add("--compile", action=argparse.BooleanOptionalAction, help="run the training forward and backward through torch.compile (needs a C++ compiler on the CPU); the first step of each minibatch size compiles, which takes seconds to minutes and is reported as compile_seconds in each experience's timing (default off)")
     add("--fused-optimizer", action=argparse.BooleanOptionalAction, help="optimiser step in torch's fused SGD/Adam kernel, CPU and CUDA (default on: the same numbers as --no-fused-optimizer to float rounding, fewer passes over memory)")
     add("--device", help="auto (default: CUDA when available, else cpu) | cpu | cuda | cuda:N | mps; under torchrun each process takes cuda:LOCAL_RANK")
     add("--deterministic", action=argparse.BooleanOptionalAction, help="deterministic kernels only: CUDA runs repeat bit for bit (a little slower)")
