@@ -160,7 +160,7 @@ def test_bad_training_numbers_are_rejected(kwargs, message):
 
 
 def test_unknown_precision_is_rejected_with_the_choices():
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, bf16-master, fp16"):
         TrainConfig(precision="fp8")
 
 

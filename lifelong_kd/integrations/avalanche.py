@@ -695,7 +695,7 @@ class AvalancheTrainer:
         from lifelong_kd.train import make_optimizer
 
         template = self._template(model, strategy, stream, config)
-        template.optimizer = make_optimizer(model, config)
+        template.optimizer = make_optimizer(model, unfused(config))
         start = time.perf_counter()
         template.train(self.benchmark_.train_stream[experience.index], num_workers=0)
         return {"train_seconds": time.perf_counter() - start, "samples": len(experience.train) * config.epochs}
@@ -725,6 +725,16 @@ def run_avalanche(
     return run(stream, model, strategy, evaluator, loggers, config, out, resume, record, overwrite=overwrite, trainer=trainer)
 
 
+def unfused(config: Any) -> Any:
+    """``config`` with torch's default optimiser step, for Avalanche's templates.
+
+    Avalanche resets and edits the optimiser's state (``update_optimizer``), and torch's fused
+    SGD needs a momentum buffer for every parameter once any has one
+    (:func:`lifelong_kd.train.start_momentum`).
+    """
+    return replace(config, fused_optimizer=False)
+
+
 def _naive(model: nn.Module, plugin: LifelongKDPlugin, stream: Stream, config: Any, loggers: Sequence[Any]) -> Any:
     """Avalanche's ``Naive`` template around our Classifier, with our plugin (no Avalanche metrics)."""
     from avalanche.training.plugins import EvaluationPlugin
@@ -736,7 +746,7 @@ def _naive(model: nn.Module, plugin: LifelongKDPlugin, stream: Stream, config: A
     with warnings.catch_warnings():  # "No loggers specified": our loop evaluates and logs
         warnings.filterwarnings("ignore", message="No loggers specified")
         return Naive(
-            model=TaskAwareClassifier(model), optimizer=make_optimizer(model, config), criterion=nn.CrossEntropyLoss(),
+            model=TaskAwareClassifier(model), optimizer=make_optimizer(model, unfused(config)), criterion=nn.CrossEntropyLoss(),
             train_mb_size=config.batch_size, train_epochs=config.epochs,
             eval_mb_size=config.eval_batch_size or inference_batch_size(model, stream.input_shape),
             plugins=[plugin], evaluator=EvaluationPlugin(loggers=list(loggers)),
