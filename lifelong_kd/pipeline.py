@@ -418,7 +418,7 @@ class _Run:
             for experience in self.stream.experiences[finished:]:
                 reports = self.step(experience)
                 if folder is not None:
-                    folder.save(self.checkpoint(), self.document(), self.rows())
+                    self.save(folder)
                 for member in self.members:
                     for logger in self.loggers(member):
                         logger.log_report(reports[member.name])
@@ -544,6 +544,15 @@ class _Run:
             }
         return {"record": self.record, "setup": self.setup, "primary": self.primary, "members": members}
 
+    def save(self, folder: RunFolder) -> None:
+        """Write the checkpoint and the files derived from it; each report's JSON text is encoded once (``MemberLog.encoded``)."""
+        checkpoint, document, rows = self.checkpoint(), self.document(), self.rows()
+        folder.save(checkpoint, document, rows, self.encoded())
+
+    def encoded(self) -> dict[int, str]:
+        """Every member's reports' JSON text by the report's ``id()`` (:meth:`lifelong_kd.run_folder.MemberLog.encoded`)."""
+        return {key: text for log in self.logs.values() for key, text in log.encoded().items()}
+
     def saved(self, folder: RunFolder) -> dict[str, Any]:
         """``folder``'s checkpoint, after checking it holds this run."""
         checkpoint = folder.load_checkpoint()
@@ -570,7 +579,7 @@ class _Run:
             if saved.get("optimizer") is not None:
                 self.optimizer_states[member.name] = saved["optimizer"]
         if folder is not None:
-            folder.write_derived(self.document(), self.rows())
+            folder.write_derived(self.document(), self.rows(), self.encoded())
 
     def document(self) -> dict[str, Any]:
         """The ``results.json`` document."""

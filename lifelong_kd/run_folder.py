@@ -145,23 +145,34 @@ class RunFolder:
 
     # ------------------------------------------------------------------ writing
 
-    def save(self, checkpoint: Mapping[str, Any], document: Mapping[str, Any], rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    def save(
+        self,
+        checkpoint: Mapping[str, Any],
+        document: Mapping[str, Any],
+        rows: Mapping[str, Sequence[Mapping[str, Any]]],
+        encoded: Mapping[int, str] | None = None,
+    ) -> None:
         """Write the checkpoint, then the files derived from it.
 
         Args:
             checkpoint: The state to resume from (see :func:`checkpoint_document`).
             document: The ``results.json`` document.
             rows: ``metrics.jsonl`` contents by path relative to the folder (config line first).
+            encoded: JSON text of reports ``document`` and ``rows`` hold, by ``id()`` of the
+                report (:meth:`MemberLog.encoded`); None encodes every report.
         """
         with signals_held():  # a Ctrl-C or SIGTERM arriving now stops the run after the folder is whole
             save_torch_atomic({**checkpoint, "format": FORMAT}, self.path / CHECKPOINT)
-            self.write_derived(document, rows)
+            self.write_derived(document, rows, encoded)
 
-    def write_derived(self, document: Mapping[str, Any], rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        """Rewrite ``results.json`` and the ``metrics.jsonl`` files (idempotent)."""
-        write_atomic(self.path / RESULTS, readable_json(document).encode())
+    def write_derived(
+        self, document: Mapping[str, Any], rows: Mapping[str, Sequence[Mapping[str, Any]]], encoded: Mapping[int, str] | None = None
+    ) -> None:
+        """Rewrite ``results.json`` and the ``metrics.jsonl`` files (idempotent); ``encoded`` as in :meth:`save`."""
+        encoded = encoded or {}
+        write_atomic(self.path / RESULTS, readable_json(document, encoded).encode())
         for relative, lines in rows.items():
-            text = "".join(json_line(dict(line)) + "\n" for line in lines)
+            text = "".join((encoded.get(id(line)) or json_line(dict(line))) + "\n" for line in lines)
             write_atomic(self.path / relative, text.encode())
 
 
@@ -212,14 +223,19 @@ def _scalar_list_json(values: Sequence[Any]) -> str | None:
     return text if "[" not in text[1:] and "{" not in text else None
 
 
-def readable_json(document: Any) -> str:
+def readable_json(document: Any, encoded: Mapping[int, str] | None = None) -> str:
     """``document`` as indented JSON (NaN/inf as null) with each list of scalars on one line, and each report on one line.
 
     The layout of ``json.dumps(json_safe(document), indent=2)`` with the lines of numbers folded
     and the ``reports`` list holding one line per report (as ``metrics.jsonl``): the same JSON
     value in a fraction of the text and of the time (a 500 x 500 confusion matrix is 500 lines,
     not 250,000, and every experience rewrites ``results.json``).
+
+    ``encoded``: the JSON text of reports, by ``id()`` of the report object the document holds
+    (:meth:`MemberLog.encoded`); those are not encoded again (on a long stream, encoding every
+    earlier report at every save made the save grow with the stream).
     """
+    encoded = encoded or {}
     leaves: list[str] = []
 
     def leaf(text: str) -> str:
@@ -231,7 +247,7 @@ def readable_json(document: Any) -> str:
             return {str(k): fold(item, str(k)) for k, item in value.items()}
         if isinstance(value, (list, tuple)):
             if key == "reports":
-                return [leaf(json_line(item)) for item in value]
+                return [leaf(encoded.get(id(item)) or json_line(item)) for item in value]
             text = _scalar_list_json(value)
             return leaf(text) if text is not None else [fold(item) for item in value]
         return None if isinstance(value, float) and not math.isfinite(value) else value
@@ -392,6 +408,16 @@ class MemberLog:
         self.texts_ = [text if text is not None else json.dumps(report) for text, report in zip(self.texts_, self.reports, strict=True)]
         return list(self.texts_)
 
+    def encoded(self) -> dict[int, str]:
+        """Each report's JSON text (:meth:`checkpoint_reports`) by the ``id()`` of the report dict this log holds.
+
+        ``results.json`` and ``metrics.jsonl`` hold these very dicts (:func:`section` and
+        :func:`metrics_rows` do not copy them), so a save writes each earlier report's text
+        instead of encoding it again (:func:`readable_json`): on a 50-experience stream,
+        re-encoding every report made each save grow with the stream. Valid until the log changes.
+        """
+        return {id(report): text for report, text in zip(self.reports, self.checkpoint_reports(), strict=True)}
+
     @property
     def finished(self) -> int:
         """Number of finished experiences."""
@@ -407,21 +433,18 @@ class MemberLog:
 
 
 def section(record: Mapping[str, Any], log: MemberLog, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One member's results: config, accuracy matrix, metrics, reports, timing."""
+    """One member's results: config, accuracy matrix, metrics, reports, timing.
+
+    The reports and the parts taken from the last one are JSON values already (the log holds
+    ``EvalReport.to_dict()`` or the checkpoint's decoded text): they are placed, not copied
+    (:meth:`MemberLog.encoded` finds them by identity, and copying every report at every save
+    grew with the stream); the rest is made JSON-safe.
+    """
     last = log.reports[-1] if log.reports else {}
-    return json_safe(
+    safe = json_safe(
         {
             "config": dict(record),
-            "finished_experiences": log.finished,
-            "accuracy_matrix": last.get("accuracy_matrix", []),
-            "metrics": last.get("metrics", {}),
-            "initial_accuracy": last.get("initial_accuracy"),
-            "robustness": last.get("robustness"),
-            "compression": last.get("compression"),
-            # Optional measurements of the last report (per-class accuracy, drift, flips; the stability gap).
-            **{key: last[key] for key in ("instruments", "stability") if last.get(key) is not None},
-            **dict(extra or {}),
-            "reports": log.reports,
+            "extra": dict(extra or {}),
             "timing": {
                 "train_seconds": sum(t.get("train_seconds", 0.0) for t in log.timing),
                 "eval_seconds": sum(t.get("eval_seconds", 0.0) for t in log.timing),
@@ -430,6 +453,20 @@ def section(record: Mapping[str, Any], log: MemberLog, extra: Mapping[str, Any] 
             },
         }
     )
+    return {
+        "config": safe["config"],
+        "finished_experiences": log.finished,
+        "accuracy_matrix": last.get("accuracy_matrix", []),
+        "metrics": last.get("metrics", {}),
+        "initial_accuracy": last.get("initial_accuracy"),
+        "robustness": last.get("robustness"),
+        "compression": last.get("compression"),
+        # Optional measurements of the last report (per-class accuracy, drift, flips; the stability gap).
+        **{key: last[key] for key in ("instruments", "stability") if last.get(key) is not None},
+        **safe["extra"],
+        "reports": list(log.reports),
+        "timing": safe["timing"],
+    }
 
 
 def _platform() -> str:
