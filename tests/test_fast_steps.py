@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -189,8 +190,6 @@ def test_compiled_training_steps_give_the_eager_numbers_to_float_rounding_and_re
 
 
 def test_a_compiled_cli_run_records_the_compile_time(tmp_path):
-    import json
-
     out = tmp_path / "r"
     assert main(["run", "--compile", "--model", "mlp:32", "--n-experiences", "2", *QUICK, "--out", str(out)]) == 0
     timing = json.loads((out / "results.json").read_text())["timing"]["per_experience"]
