@@ -19,7 +19,8 @@ after each experience (batch 1024).
   (``lifelong_kd.train.LowPrecisionWeights``) instead of autocast's casts in every forward.
 
 Our runs step the optimiser in torch's fused kernel (the library's default);
-``--no-fused-optimizer`` measures them with torch's default step instead.
+``--no-fused-optimizer`` measures them with torch's default step instead. ``--compile`` trains
+them through ``torch.compile``; its compile time stays in their training and wall time.
 
 Also measured: the machine's matmul floor (float32, and bfloat16 for (d)), i.e. the time of the MLP's forward+backward
 matmuls on random data (and of the forward alone, for the teacher cache), so the trainer's
@@ -79,6 +80,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--runs", default="abcdef", help="which of a, b, c, d, e, f to run (default all)")
+    parser.add_argument("--compile", action="store_true",
+                        help="our runs (c, d, f) train through torch.compile (TrainConfig.compile); the compile time stays in their training time and is printed")
     parser.add_argument("--fused-optimizer", action=argparse.BooleanOptionalAction, default=True,
                         help="our runs step in torch's fused kernel (default, the library's default); --no-fused-optimizer: torch's default step")
     parser.add_argument("--out", default=None, help="JSON results (default benchmarks/output/speed_vs_avalanche[_quick].json)")
@@ -171,7 +174,7 @@ def sgd(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 
 
-def run_ours(name: str, benchmark: Any, model: nn.Module, seed: int, precision: str, fused: bool = True) -> tuple[dict[str, Any], float]:
+def run_ours(name: str, benchmark: Any, model: nn.Module, seed: int, precision: str, fused: bool = True, compiled: bool = False) -> tuple[dict[str, Any], float]:
     """(c, d, f) our trainer on the same samples; returns the row and the copy time."""
     from lifelong_kd.integrations.avalanche import stream_from_benchmark
 
@@ -179,7 +182,7 @@ def run_ours(name: str, benchmark: Any, model: nn.Module, seed: int, precision: 
     stream = stream_from_benchmark(benchmark, "permuted-mnist", "domain", MNIST_MEAN, MNIST_STD)
     copy_seconds = time.perf_counter() - start
     config = TrainConfig(epochs=1, batch_size=BATCH, lr=LR, momentum=MOMENTUM, seed=seed, eval_batch_size=EVAL_BATCH, progress=False,
-                         precision=precision, fused_optimizer=fused)
+                         precision=precision, fused_optimizer=fused, compile=compiled)
     strategy = LwF(temperature=TEMPERATURE, alpha=ALPHA, scale_t2=False)
     wall = time.perf_counter()
     results = run(stream, model, strategy, Evaluator(batch_size=EVAL_BATCH, compression=False), config=config)
@@ -188,6 +191,8 @@ def run_ours(name: str, benchmark: Any, model: nn.Module, seed: int, precision: 
     row = summary(name, results["accuracy_matrix"], timing["train_seconds"], timing["eval_seconds"], wall,
                   sum(t["samples"] for t in timing["per_experience"]))
     row["loop_seconds"] = sum(t["loop_seconds"] for t in timing["per_experience"])
+    if compiled:
+        row["compile_seconds"] = sum(t.get("compile_seconds", 0.0) for t in timing["per_experience"])
     return row, copy_seconds
 
 
@@ -250,7 +255,8 @@ def results_section(record: dict[str, Any], command: str) -> str:
         "samples, (d) our trainer with `precision=\"bf16\"` (bfloat16 autocast), (e) Avalanche's `LwF` under the "
         "same bfloat16 autocast, (f) our trainer with `precision=\"bf16-master\"` (bfloat16 weight copies of float32 "
         "masters, (d)'s numbers). Our runs step the optimiser in torch's fused kernel"
-        + (" (the default)." if record["protocol"].get("fused_optimizer", True) else " only with the default; this run: torch's default step."),
+        + (" (the default)." if record["protocol"].get("fused_optimizer", True) else " only with the default; this run: torch's default step.")
+        + (" They train through `torch.compile` (`--compile`); the compile time is in their training and wall time." if record["protocol"].get("compile") else ""),
         "",
         f"    {command}",
         "",
@@ -382,8 +388,10 @@ def main() -> None:
             name, ours, precision = avalanche_runs[key]
             rows[key] = run_avalanche(name, benchmark, initial_model(args.seed), ours, args.seed, precision)
         elif key in OURS:
-            rows[key], copy_seconds = run_ours(NAMES[key], benchmark, initial_model(args.seed), args.seed, OURS[key], args.fused_optimizer)
+            rows[key], copy_seconds = run_ours(NAMES[key], benchmark, initial_model(args.seed), args.seed, OURS[key], args.fused_optimizer, args.compile)
             print(f"  {key}) data copied into tensors once in {copy_seconds:.1f} s (not in the wall time)", flush=True)
+            if args.compile:
+                print(f"  {key}) torch.compile: {rows[key]['compile_seconds']:.1f} s of compiling steps (in the training and wall time)", flush=True)
     for name in floors:  # the load may have changed: keep the faster floor (a conservative fraction)
         after = matmul_floor(dtype=torch.float32 if name == "fp32" else torch.bfloat16)
         if after["lwf_cached_samples_per_second"] > floors[name]["lwf_cached_samples_per_second"]:
