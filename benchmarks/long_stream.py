@@ -9,8 +9,9 @@ folder's ``save`` the script only adds clocks.
 
 Per experience it prints: training seconds (strategy hooks + minibatch loop), evaluation
 seconds, the seconds of the figure logger, of the TensorBoard logger and of the run folder's
-save (checkpoint, ``results.json``, ``metrics.jsonl``), and the resident set size (RSS) after
-the experience. Then the ratio of the last experience to the 5th (training seconds and RSS;
+save (building the checkpoint and the ``results.json`` and ``metrics.jsonl`` documents, and
+writing the three files: ``_Run.save``; records before 2026-12 clocked the writing alone), and
+the resident set size (RSS) after the experience. Then the ratio of the last experience to the 5th (training seconds and RSS;
 also on medians of five experiences, which a busy machine disturbs less) and the loggers' share
 of the wall time. One JSON record is appended to ``benchmarks/output/long_stream.jsonl``
 (``long_stream_quick.jsonl`` with ``--quick``).
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results_doc import DEFAULT_DATA, OUTPUT, append_jsonl, hardware  # noqa: E402
 
-from lifelong_kd import pipeline, run_folder  # noqa: E402
+from lifelong_kd import pipeline  # noqa: E402
 from lifelong_kd.cli.compose import compose_run, run_loggers  # noqa: E402
 from lifelong_kd.config import RunConfig  # noqa: E402
 from lifelong_kd.evaluation.report import EvalReport  # noqa: E402
@@ -56,7 +57,7 @@ PROFILED = {
     "evaluation": ("evaluator.py", "evaluate"),
     "figures": ("figures.py", "log_report"),
     "tensorboard": ("tensorboard.py", "log_report"),
-    "save": ("run_folder.py", "save"),
+    "save": ("pipeline.py", "save"),
 }
 
 
@@ -112,16 +113,16 @@ class MemoryProbe:
 
 
 def clocked_saves() -> tuple[list[float], Any]:
-    """Put a clock around :meth:`RunFolder.save` (checkpoint + derived files); returns the list it fills and the original method."""
+    """Put a clock around the loop's save (building the checkpoint and documents, writing them); returns the list it fills and the original method."""
     seconds: list[float] = []
-    original = run_folder.RunFolder.save
+    original = pipeline._Run.save
 
     def save(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         start = time.perf_counter()
         original(self, *args, **kwargs)
         seconds.append(time.perf_counter() - start)
 
-    run_folder.RunFolder.save = save
+    pipeline._Run.save = save
     return seconds, original
 
 
@@ -135,7 +136,7 @@ def run_stream(config: RunConfig) -> dict[str, Any]:
     try:
         document = pipeline.run(stream, model, strategy, evaluator, [*loggers.values(), probe], config.train_config(), config.out, record=config.record())
     finally:
-        run_folder.RunFolder.save = original
+        pipeline._Run.save = original
     wall = time.perf_counter() - start
     rows = []
     for step, timing in enumerate(document["timing"]["per_experience"]):

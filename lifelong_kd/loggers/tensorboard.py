@@ -110,6 +110,7 @@ class TensorBoardLogger:
         self.config_: dict[str, Any] = {}
         self.label_ = ""
         self.last_: EvalReport | None = None
+        self.pending_: dict[int, list[Any]] = {}  # scalars queued by step, written once per report (_write_scalars)
 
     @property
     def log_dir(self) -> Path:
@@ -137,9 +138,23 @@ class TensorBoardLogger:
                 writer.add_text("run_name", self.label_ + (f" ({self.config_['out']})" if self.config_.get("out") else ""), 0)
 
     def _scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
+        """Queue the finite ``values`` as scalars ``prefix/name`` at ``step`` (:meth:`_write_scalars` writes them)."""
+        from torch.utils.tensorboard.summary import scalar
+
+        queued = self.pending_.setdefault(step, [])
         for name, value in values.items():
             if _finite(value):
-                self._writer().add_scalar(f"{prefix}/{name}", value, step)
+                queued.extend(scalar(f"{prefix}/{name}", value).value)  # the value add_scalar would write
+
+    def _write_scalars(self) -> None:
+        """The queued scalars, one event per step: an event per scalar (``add_scalar``) cost about 40 us each,
+        and a 50-experience stream logs about 550 per experience (accuracy and per-class accuracy of every experience)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        for step, values in self.pending_.items():
+            if values:
+                self._writer()._get_file_writer().add_summary(Summary(value=values), step)  # as add_scalar does, for many values
+        self.pending_ = {}
 
     def log_report(self, report: EvalReport) -> None:
         """Scalars, and figures of the matrix so far, at global step = experience index."""
@@ -162,6 +177,7 @@ class TensorBoardLogger:
             self._writer().add_figure("accuracy_matrix", accuracy_matrix_figure(report.accuracy_matrix, self.label_), step)
             if report.robustness:
                 self._writer().add_figure("robustness_grid", robustness_figure(report.robustness, step, self.label_), step)
+        self._write_scalars()
         self._writer().flush()
         self.last_ = report
 
