@@ -410,3 +410,18 @@ def test_bfloat16_inputs_are_computed_in_float32(name):
     expected = function(*[t.float() for t in args])
     assert value.dtype == torch.float32
     assert torch.equal(value, expected)
+
+
+@pytest.mark.parametrize("classes", [2, 10, 15, 16, 100])
+def test_log_softmax_equals_torchs_in_value_and_gradient(classes):
+    from lifelong_kd.losses import log_softmax
+
+    generator = torch.Generator().manual_seed(classes)
+    logits = (torch.randn(64, 3, classes, generator=generator) * 30).requires_grad_(True)  # large scores: stability matters
+    reference = logits.detach().clone().requires_grad_(True)
+    ours, theirs = log_softmax(logits), torch.nn.functional.log_softmax(reference, dim=-1)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    weights = torch.randn(ours.shape, generator=generator)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-5, atol=1e-5)
