@@ -18,3 +18,14 @@ class CrashAfter:
 
     def close(self):
         pass
+
+
+def fails_cleanly(capsys, argv: list[str]) -> str:
+    """Run ``lifelong-kd ARGV``; check it exits 2 with a one-paragraph error and no traceback; the error."""
+    from lifelong_kd.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1  # one paragraph
+    return err

@@ -23,6 +23,7 @@ from lifelong_kd.train import (
     weight_copies_for,
 )
 from tests.conftest import SHARED_DATA, requires_mnist
+from tests.helpers import fails_cleanly as _fails_cleanly
 
 QUICK = ["--epochs", "1", "--train-size", "40", "--quiet", "--shifts", "none", "--no-tensorboard"]
 
@@ -144,14 +145,6 @@ def test_bf16_master_refuses_several_processes(digits):
     assert weight_copies_for(model, TrainConfig(progress=False)) is None
     with pytest.raises(ValueError, match="use --precision bf16 under torchrun"):
         weight_copies_for(model, TrainConfig(precision="bf16-master", progress=False), world_size=2)
-
-
-def _fails_cleanly(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and err.count("\n") == 1  # one paragraph
-    return err
 
 
 def test_an_unknown_precision_is_a_one_paragraph_error(capsys):

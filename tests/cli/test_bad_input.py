@@ -11,16 +11,9 @@ import torch
 
 from lifelong_kd.cli import main
 from lifelong_kd.data.sources import idx_problem
+from tests.helpers import fails_cleanly as _fails_cleanly
 
 QUICK = ["--epochs", "1", "--train-size", "40", "--quiet", "--shifts", "none", "--no-tensorboard"]
-
-
-def _fails_cleanly(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and err.count("\n") == 1  # one paragraph
-    return err
 
 
 def _write_idx(path: Path, values: torch.Tensor) -> None:
