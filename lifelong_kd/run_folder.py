@@ -280,6 +280,24 @@ def check_path(path: Path) -> None:
             raise RunFolderError(f"--out {path} {where} a file, not a folder; choose a folder path for the run.")
 
 
+def tidy_finished(path: Path) -> None:
+    """Delete the temporary files a killed writer left in a finished run folder, unless a process still writes it.
+
+    A run is finished once its ``results.json`` says so; its loggers (the final figures) write
+    after that, so a process killed there leaves ``.NAME.tmpPID`` files in a folder that is never
+    opened again (``lifelong-kd sweep`` skips finished runs and tidies them with this).
+    """
+    folder = RunFolder(path)
+    try:
+        folder._acquire()
+    except RunFolderError:
+        return  # another process still writes it: its temporary files are its own
+    try:
+        folder.remove_temporary_files()
+    finally:
+        folder.release()
+
+
 @contextlib.contextmanager
 def open_run_folder(path: str | Path, resume: bool = False, overwrite: bool = False) -> Iterator[RunFolder]:
     """Open ``path`` for one run: create, lock, and check it holds what the caller expects.

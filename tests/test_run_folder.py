@@ -169,3 +169,21 @@ def test_a_signal_arriving_while_the_folder_is_written_is_delivered_after_it():
         other.join()
         signal.signal(signal.SIGTERM, previous)
     assert seen == ["written", "handler", "after"]
+
+
+def test_tidy_finished_removes_a_killed_writers_temporary_files_unless_the_folder_is_being_written(tmp_path):
+    from lifelong_kd.run_folder import RunFolder, tidy_finished
+
+    stale = tmp_path / ".accuracy_matrix.png.tmp3900"  # a worker killed while drawing its final figures
+    stale.write_bytes(b"half a png")
+    kept = tmp_path / "results.json"
+    kept.write_text("{}")
+    writer = RunFolder(tmp_path)
+    writer._acquire()  # another writer holds the folder: its temporary files are its own
+    try:
+        tidy_finished(tmp_path)
+        assert stale.exists()
+    finally:
+        writer.release()
+    tidy_finished(tmp_path)
+    assert not stale.exists() and kept.read_text() == "{}"

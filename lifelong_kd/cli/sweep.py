@@ -377,8 +377,13 @@ def execute(runs: Sequence[PlannedRun], folder: Path, jobs: int) -> list[str]:
     On Ctrl-C or SIGTERM the workers get SIGTERM (each stops like an interrupted run,
     keeping its finished experiences) and the interruption is raised again.
     """
+    from lifelong_kd.run_folder import tidy_finished
+
     states = {run.name: run_state(folder / RUNS / run.name) for run in runs}
     pending = [run for run in runs if states[run.name] != "finished"]
+    for run in runs:
+        if states[run.name] == "finished":
+            tidy_finished(folder / RUNS / run.name)  # a worker killed while drawing its final figures
     skipped = len(runs) - len(pending)
     log.info(f"sweep {folder}: {len(runs)} runs, {skipped} finished already, {len(pending)} to run, {jobs} at a time "
              f"with {threads.share_of_cores(jobs)} threads each")
