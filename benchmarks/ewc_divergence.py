@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from lifelong_kd.strategies.ewc import EWC
+
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT / "benchmarks" / "output" / "stability" / "split-cifar10-class-k10"
 RUNS = ROOT / "benchmarks" / "output" / "ewc_divergence_runs"
@@ -46,15 +48,14 @@ def curvatures(folder: Path) -> list[dict[str, Any]]:
     lr, momentum = float(config["lr"]), float(config.get("momentum") or 0.0)
     ewc_lambda = float(config["strategy_options"].get("ewc_lambda", 100.0))  # lifelong_kd.strategies.ewc.EWC's default
     fishers = torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")["members"]["model"]["strategy"]["fishers"]
-    rows, total = [], {}
-    for experience, fisher in enumerate(fishers):
-        for name, value in fisher.items():
-            total[name] = total.get(name, 0) + value.float()
-        name = max(total, key=lambda key: float(total[key].max()))
+    strategy, rows = EWC(ewc_lambda=ewc_lambda), []
+    for experience in range(len(fishers)):
+        strategy.fishers_ = fishers[: experience + 1]  # the penalty the next experience trains under
+        curvature, name = strategy.penalty_curvature()
         rows.append({
             "after_experience": experience, "lr": lr, "momentum": momentum, "ewc_lambda": ewc_lambda,
-            "max_fisher_sum": float(total[name].max()), "parameter": name,
-            "lr_times_curvature": lr * ewc_lambda * float(total[name].max()), "limit": 2 * (1 + momentum),
+            "max_fisher_sum": curvature / ewc_lambda if ewc_lambda else 0.0, "parameter": name,
+            "lr_times_curvature": lr * curvature, "limit": 2 * (1 + momentum),
         })
     return rows
 
