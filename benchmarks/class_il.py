@@ -90,6 +90,16 @@ PROTOCOLS = {
 LONG_METHODS = ("lwf", "er", "der", "derpp")
 # Part lucir-lambda: LUCIR's less-forget base weight on Seq-CIFAR-10 (the default 5 is the cifar-class row).
 LUCIR_LAMBDAS = (0.0, 1.0, 2.0)
+# Part mnist-gaps: one-factor runs on the two Seq-MNIST gaps above 3 points (iCaRL class-IL, LwF task-IL).
+# icarl-prefix: iCaRL trained on the exemplar images mammoth's iCaRL replayed before its 2022 rewrite;
+# lwf-seen: LwF with the cross-entropy over the classes seen so far (mammoth's LwF); lwf-warmup: LwF
+# with mammoth's head warm-up before each experience after the first (one epoch of batch 10 there).
+# Part mnist-raw: the comparison's Seq-MNIST rows with mammoth's raw [0, 1] inputs (``--input-format raw``).
+GAP_PARTS = ("icarl-prefix", "lwf-seen", "lwf-warmup", "raw-input")
+RAW_METHODS = ("finetune", "lwf", "er", "der", "derpp")
+WARMUP_STEPS = 1200  # one epoch of batch 10 over one Seq-MNIST experience (about 12,000 images)
+GAP_LABELS = {"raw-input": "raw [0, 1] inputs", "icarl-prefix": "mammoth's pre-2022 replayed images",
+              "lwf-seen": "cross-entropy over seen classes", "lwf-warmup": f"head warm-up ({WARMUP_STEPS} steps, lr 0.03)"}
 
 # Per-method hyper-parameters: mammoth utils/best_args.py (commit d20f640, "fix minibatch sizes"),
 # keyed by buffer size (-1: no buffer). "replay" is mammoth's minibatch_size; iCaRL trains on the
@@ -188,12 +198,15 @@ def arguments_of(job: Job) -> dict[str, Any]:
         arguments["lr"] = HYPERPARAMETERS[job.protocol]["er"][job.buffer]["lr"]
     if job.part.startswith("lucir-lambda"):
         arguments["lambda_base"] = float(job.part.removeprefix("lucir-lambda"))
+    if job.part == "lwf-warmup":  # mammoth's warm-up runs at the protocol's learning rate
+        arguments.update(warmup_iterations=WARMUP_STEPS, warmup_lr=arguments["lr"])
     return arguments
 
 
 def strategy_options(job: Job, arguments: Mapping[str, Any]) -> dict[str, Any]:
     """The strategy's constructor options."""
-    options = {key: value for key, value in arguments.items() if key in ("alpha", "beta", "temperature", "lambda_base")}
+    accepted = ("alpha", "beta", "temperature", "lambda_base", "warmup_iterations", "warmup_lr")
+    options = {key: value for key, value in arguments.items() if key in accepted}
     if job.buffer > 0:
         options["buffer_size"] = job.buffer
     if "replay" in arguments:
@@ -223,7 +236,8 @@ def config_for(job: Job, args: argparse.Namespace) -> Any:
         batch_size=protocol.batch_size, lr=arguments["lr"], momentum=0.0, weight_decay=arguments.get("weight_decay", 0.0),
         augment=protocol.augment, seed=job.seed, train_size=protocol.train_size, test_size=protocol.test_size,
         data_root=str(args.data_root), out=str(run_folder(job, protocol, args.quick)), quiet=True, shifts="none",
-        instruments=False, drift_samples=0, tensorboard=False,
+        instruments=False, drift_samples=0, tensorboard=False, cross_entropy_classes="seen" if job.part == "lwf-seen" else "all",
+        input_format="raw" if job.part == "raw-input" else "normalised",
     )
 
 
@@ -233,7 +247,8 @@ def command(config: Any) -> str:
 
     default = RunConfig()
     parts = [f"--benchmark {config.benchmark} --scenario {config.scenario} --strategy {config.strategy}"]
-    for name in ("n_experiences", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "train_size", "test_size", "seed"):
+    for name in ("n_experiences", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "train_size", "test_size",
+                 "cross_entropy_classes", "input_format", "seed"):
         value = getattr(config, name)
         if value != getattr(default, name) or (name in ("lr", "momentum") and config.shifts == "none"):  # the protocol's, always shown
             parts.append(f"--{name.replace('_', '-')} {value}")
@@ -278,6 +293,57 @@ def task_il_masked(config: Any) -> float:
     return sum(accuracies) / len(accuracies)
 
 
+def prefix_replay_icarl(options: Mapping[str, Any]) -> Any:
+    """iCaRL trained on the exemplar images mammoth's iCaRL replayed on Seq-MNIST before its 2022 rewrite (part icarl-prefix).
+
+    mammoth (aimagelab/mammoth, ``models/icarl.py`` from the first commit 7ab9db9 to 0d727a7)
+    merged the memory into the next experience's training set by casting each stored exemplar,
+    a ``ToTensor`` image in [0, 1], to uint8 without scaling it by 255 (its CIFAR branch scales
+    it): every pixel becomes 0 except the saturated ones (255), which become 1. The network
+    then trains on near-black images labelled with the old classes, while herding, the
+    distillation and the nearest-mean classifier see the real exemplars. The rewrite
+    (``utils/buffer.py: icarl_replay``) scales by 255. Here only the replayed minibatch changes:
+    stored pixel ``p`` becomes ``1 if p == 255 else 0`` before the stream's transform.
+    """
+    from dataclasses import replace as replaced
+
+    import torch
+
+    from lifelong_kd.strategies import ICaRL
+
+    class PrefixReplayICaRL(ICaRL):
+        def replay_exemplars(self, batch: Any, share: Any, experience: Any, candidates: Any = None) -> Any:
+            replayed = super().replay_exemplars(batch, share, experience, candidates)
+            if replayed is None:
+                return None
+            if replayed.stored.x.dtype != torch.uint8:
+                raise ValueError("part icarl-prefix needs a stream stored as uint8 images (Seq-MNIST).")
+            blank = replaced(replayed.stored, x=(replayed.stored.x == 255).to(replayed.stored.x.dtype))
+            x = self.rehearsal_.inputs(blank, device=replayed.batch.x.device)
+            return replaced(replayed, batch=replaced(replayed.batch, x=x))
+
+    return PrefixReplayICaRL(**options)
+
+
+def execute_prefix_replay(config: Any) -> dict[str, Any]:
+    """``lifelong_kd.cli.execute`` for one iCaRL run, with :func:`prefix_replay_icarl` as the strategy."""
+    from lifelong_kd import pipeline
+    from lifelong_kd.cli.compose import compose_run, make_trainer, run_loggers
+
+    config, stream, _, model, evaluator = compose_run(config)
+    strategy = prefix_replay_icarl(config.strategy_options)
+    strategy.check_stream(stream)
+    return pipeline.run(stream, model, strategy, evaluator, run_loggers(Path(config.out), config, figures=True), config.train_config(),
+                        config.out, config.resume, config.record(), overwrite=config.overwrite, trainer=make_trainer(config))
+
+
+def job_command(job: Job, args: argparse.Namespace) -> str:
+    """How to run ``job`` again: its ``lifelong-kd run`` line, or the benchmark's for a variant the CLI does not have."""
+    if job.part == "icarl-prefix":
+        return f"python benchmarks/run.py class-il --parts mnist-gaps --buffers {job.buffer} --seeds SEED  # iCaRL with mammoth's pre-2022 replayed images"
+    return command(config_for(job, args))
+
+
 def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     """Run one job (resuming its folder when it holds a checkpoint) and log its record."""
     from lifelong_kd.cli import execute
@@ -286,7 +352,8 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = (Path(config.out) / "checkpoint.pt").is_file()
     start = time.perf_counter()
     fresh = args.quick or args.rerun
-    results = execute(replace(config, resume=checkpoint and not fresh, overwrite=fresh))
+    runner = execute_prefix_replay if job.part == "icarl-prefix" else execute
+    results = runner(replace(config, resume=checkpoint and not fresh, overwrite=fresh))
     wall = time.perf_counter() - start
     protocol = protocol_of(job, args) if job.part != "defaults" else None
     record = {
@@ -296,7 +363,7 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         "average_accuracy": results["metrics"]["average_accuracy"], "forgetting": results["metrics"]["forgetting"],
         "task_il_masked": task_il_masked(config) if job.scenario == "class" else None,
         "memory_bytes": results.get("memory_bytes"), "train_seconds": results["timing"]["train_seconds"],
-        "eval_seconds": results["timing"]["eval_seconds"], "wall_seconds": wall, "command": command(config),
+        "eval_seconds": results["timing"]["eval_seconds"], "wall_seconds": wall, "command": job_command(job, args),
         "hardware": hardware(), "accuracy_matrix": results["accuracy_matrix"],
     }
     append_jsonl(QUICK_LOG if args.quick else LOG, record)
@@ -338,6 +405,14 @@ def part_jobs(part: str, seed: int, methods: list[str], args: argparse.Namespace
     if part == "lucir-lambda":  # is the less-forget weight why LUCIR learns no new class on Seq-CIFAR-10?
         for value in LUCIR_LAMBDAS:
             yield from (Job(f"lucir-lambda{value:g}", "seq-cifar10", "class", "lucir", buffer, seed) for buffer in args.buffers)
+        return
+    if part == "mnist-gaps":  # what makes the two Seq-MNIST gaps above 3 points? (one factor per part)
+        yield from (Job("icarl-prefix", "seq-mnist", "class", "icarl", buffer, seed) for buffer in args.buffers)
+        yield from (Job(variant, "seq-mnist", "class", "lwf", -1, seed) for variant in ("lwf-seen", "lwf-warmup"))
+        return
+    if part == "mnist-raw":  # is the input scaling why ER, DER and DER++ sit 2-3 points below the paper?
+        for method in (m for m in methods if m in RAW_METHODS):
+            yield from (Job("raw-input", "seq-mnist", "class", method, buffer, seed) for buffer in (args.buffers if method in MEMORY_METHODS else [-1]))
         return
     if part == "buffers":
         for method in SWEEP_METHODS:
@@ -468,6 +543,23 @@ def lucir_lambda_table(variants: list[dict[str, Any]], default: list[dict[str, A
     return markdown_table(["lambda_base", "buffer", "class-IL (%)", "task-IL masked (%)", "forgetting (%)", "seeds"], rows)
 
 
+def gap_table(variants: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
+    """Seq-MNIST one-factor variants beside the comparison rows they change (same seeds), and the paper's row."""
+    rows = []
+    for part in GAP_PARTS:
+        for method, buffer in rows_of("seq-mnist"):
+            mine = [r for r in variants if r["part"] == part and r["method"] == method and r["buffer"] == buffer]
+            if not mine:
+                continue
+            seeds = {r["seed"] for r in mine}
+            same = [r for r in base if r["method"] == method and r["buffer"] == buffer and r["seed"] in seeds]
+            paper_class, paper_task = PUBLISHED["seq-mnist"].get((method, buffer), (None, None))
+            for name, records in (("as in the table above", same), (GAP_LABELS[part], mine)):
+                rows.append(["-" if buffer < 0 else buffer, LABELS[method], name, cell(records, "average_accuracy"), number(paper_class),
+                             cell(records, "task_il_masked"), number(paper_task), ",".join(str(r["seed"]) for r in sorted(records, key=lambda r: r["seed"]))])
+    return markdown_table(["buffer", "method", "variant", "class-IL (%)", "class-IL paper*", "task-IL masked (%)", "task-IL paper*", "seeds"], rows)
+
+
 def defaults_table(records: list[dict[str, Any]]) -> str:
     """The bare ``lifelong-kd run ... --strategy derpp --buffer-size 200`` per seed and on average."""
     mine = sorted(records, key=lambda r: r["seed"])
@@ -494,7 +586,8 @@ def commands(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """Each configuration's ``lifelong-kd run`` command once (seed written SEED), derived from the job
     as :func:`command` writes it now (records logged before a change of that format stay comparable)."""
     jobs_run = {Job(r["part"], r["protocol"], r["scenario"], r["method"], r["buffer"], r["seed"]) for r in records}
-    return "\n".join(sorted({seedless(command(config_for(job, args))) for job in jobs_run}))
+    lines = (job_command(job, args) for job in jobs_run)
+    return "\n".join(sorted({seedless(line) if line.startswith("lifelong-kd") else line for line in lines}))
 
 
 def seedless(line: str) -> str:
@@ -536,6 +629,14 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
             parts.append(f"### {title}\n\nBudget: {budget_line(protocol_of(Job('x', protocol, 'class', 'er', 200, 0), args))}; "
                          f"{len(mine)} runs, {wall_minutes(mine):.0f} min of wall time on the loaded machine.\n\n"
                          f"{comparison_table(protocol, mine)}")
+    mnist_budget = list(budget_of_protocol(protocol_of(Job("x", "seq-mnist", "class", "er", 200, 0), args)))
+    gaps = [r for r in latest_records(records, mnist_budget) if r["part"] in GAP_PARTS]
+    if gaps:
+        base = [r for r in shown if r["protocol"] == "seq-mnist" and r["part"] == "mnist-class"]
+        parts.append(f"### Seq-MNIST diagnostic: one factor at a time\n\nEach variant changes one thing in the comparison's run "
+                     f"(`--parts mnist-gaps,mnist-raw`); the first line of each pair is the comparison row on the same seeds.\n\n"
+                     f"{gap_table(gaps, base)}")
+        shown += gaps
     cifar_budget = list(budget_of_protocol(protocol_of(Job("x", "seq-cifar10", "class", "er", 200, 0), args)))
     diagnostic = [r for r in latest_records(records, cifar_budget) if r["part"] == "cifar-lr"]
     if diagnostic:
@@ -584,7 +685,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: small subsamples, 1 epoch, one seed, buffer 200")
     parser.add_argument("--parts", default="mnist-class,cifar-class,buffers,defaults,mnist-task",
-                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, cifar-long, lucir-lambda, buffers, defaults")
+                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, cifar-long, lucir-lambda, mnist-gaps, mnist-raw, buffers, defaults")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(BASELINES + MEMORY_METHODS), help="comma-separated strategy names")
     parser.add_argument("--rerun", action="store_true", help="run the chosen jobs again even if logged (after a fix), from scratch")

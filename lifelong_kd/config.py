@@ -53,7 +53,7 @@ class RunConfig:
     class_order: tuple[int, ...] | None = None
     shuffle_classes: bool = False
     data_root: str | None = None  # None: $LIFELONG_KD_DATA or ./data
-    input_format: str = "normalised"  # MNIST: 28x28 normalised; "raw32": 32x32 zero-padded raw [0, 1] pixels (van de Ven et al. 2019's code)
+    input_format: str = "normalised"  # MNIST: 28x28 normalised; "raw": 28x28 raw [0, 1] pixels (Buzzega et al. 2020's code); "raw32": 32x32 zero-padded raw pixels (van de Ven et al. 2019's code)
     validation_split: float = 0.0  # share of each experience's training data held out and evaluated instead of the test set (0: off)
     download: bool = False
     out: str | None = None

@@ -49,6 +49,18 @@ def test_raw32_pads_mnist_to_32_pixels_of_raw_unit_values(benchmark, data_root):
 
 
 @requires_mnist
+def test_raw_feeds_mnist_as_unit_pixels_of_the_same_size(data_root):
+    options = StreamOptions(scenario="class", n_experiences=5, train_size=64, test_size=32, data_root=data_root)
+    ours = build_stream("split-mnist", options)
+    theirs = build_stream("split-mnist", StreamOptions(**{**options.__dict__, "input_format": "raw"}))
+    assert theirs.input_shape == ours.input_shape == (1, 28, 28)
+    stored = theirs[1].train.x[:8]
+    assert torch.equal(stored, ours[1].train.x[:8])  # same images stored; only the transform differs
+    assert torch.equal(theirs[1].transform(stored), stored.float() / 255)
+    assert not torch.equal(ours[1].transform(stored), stored.float() / 255)
+
+
+@requires_mnist
 def test_raw32_permutations_cover_the_padded_pixels(data_root):
     stream = build_stream("permuted-mnist", StreamOptions(scenario="domain", n_experiences=2, train_size=16, test_size=16, input_format="raw32", data_root=data_root))
     permutation = stream[1].transform.permutation
@@ -58,6 +70,8 @@ def test_raw32_permutations_cover_the_padded_pixels(data_root):
 def test_raw32_is_refused_for_other_benchmarks():
     with pytest.raises(ValueError, match="input_format 'raw32' applies to split-mnist, permuted-mnist only"):
         build_stream("split-digits", StreamOptions(input_format="raw32"))
+    with pytest.raises(ValueError, match="input_format 'raw' applies to split-mnist, permuted-mnist only"):
+        build_stream("split-cifar10", StreamOptions(input_format="raw"))
     with pytest.raises(ValueError, match="input_format must be one of"):
         StreamOptions(input_format="padded")
 

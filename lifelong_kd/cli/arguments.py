@@ -83,7 +83,7 @@ def _add_stream_arguments(add: Any) -> None:
     add("--shuffle-classes", action=argparse.BooleanOptionalAction, help="seeded shuffle of the class order")
     add("--data-root", help="folder with torchvision roots / image archives (default $LIFELONG_KD_DATA or ./data)")
     add("--download", action=argparse.BooleanOptionalAction, help="let torchvision download missing data")
-    add("--input-format", choices=("normalised", "raw32"), help="MNIST inputs: normalised 28x28 (default) | raw32: 32x32 zero-padded raw [0, 1] pixels (van de Ven et al. 2019's code)")
+    add("--input-format", choices=("normalised", "raw", "raw32"), help="MNIST inputs: normalised 28x28 (default) | raw: 28x28 raw [0, 1] pixels (Buzzega et al. 2020's code) | raw32: 32x32 zero-padded raw [0, 1] pixels (van de Ven et al. 2019's code)")
     add("--validation-split", type=field_kind("validation_split"), help="share of each experience's training data held out and evaluated instead of the test set, for tuning (default 0: off)")
 
 

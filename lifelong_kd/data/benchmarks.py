@@ -31,9 +31,9 @@ FASHION_STATS = ((0.2860,), (0.3530,))
 DIGITS_STATS = ((0.3053,), (0.3759,))  # scikit-learn digits scaled to [0, 1]
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
-# MNIST input formats (StreamOptions.input_format) and the benchmarks that take "raw32".
-INPUT_FORMATS = ("normalised", "raw32")
-RAW32_BENCHMARKS = ("split-mnist", "permuted-mnist")
+# MNIST input formats (StreamOptions.input_format) and the benchmarks that take "raw" and "raw32".
+INPUT_FORMATS = ("normalised", "raw", "raw32")
+RAW_BENCHMARKS = ("split-mnist", "permuted-mnist")
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,11 @@ class StreamOptions:
         data_root: Folder holding torchvision roots or image archives.
         download: Let torchvision download missing data sets.
         input_format: MNIST inputs: ``"normalised"`` (28x28, normalised with the training
-            set's mean and std) or ``"raw32"`` (zero-padded to 32x32, raw pixels in [0, 1],
-            as van de Ven et al. 2019's code: ``Pad(2)`` then ``ToTensor()``; permutations then
-            cover the 1,024 padded pixels). Other benchmarks take ``"normalised"`` only.
+            set's mean and std), ``"raw"`` (28x28, raw pixels in [0, 1], as Buzzega et al.
+            2020's code: ``ToTensor()``) or ``"raw32"`` (zero-padded to 32x32, raw pixels in
+            [0, 1], as van de Ven et al. 2019's code: ``Pad(2)`` then ``ToTensor()``;
+            permutations then cover the 1,024 padded pixels). Other benchmarks take
+            ``"normalised"`` only.
         validation_split: Share of each experience's training samples held out and used as
             its evaluation set instead of the test set (0: off, evaluate on the test set);
             for choosing hyperparameters without looking at the test set.
@@ -70,7 +72,7 @@ class StreamOptions:
     test_size: int | None = None
     data_root: str | Path | None = None
     download: bool = False
-    input_format: str = "normalised"  # our convention; "raw32" is van de Ven et al. 2019's code
+    input_format: str = "normalised"  # our convention; "raw": Buzzega et al. 2020's code; "raw32": van de Ven et al. 2019's
     validation_split: float = 0.0  # off: evaluate on the test set
 
     def __post_init__(self) -> None:
@@ -204,12 +206,15 @@ def permuted_digits(options: StreamOptions) -> Stream:
 def mnist_input(options: StreamOptions) -> tuple[tuple[Split, Split], tuple[tuple[float, ...], tuple[float, ...]]]:
     """MNIST's splits and normalisation statistics in ``options.input_format``.
 
-    ``raw32`` pads the stored uint8 images (N, 1, 28, 28) with two zero pixels on every side
-    to (N, 1, 32, 32) and leaves them unnormalised (mean 0, std 1: raw [0, 1] pixels).
+    ``raw`` leaves the images unnormalised (mean 0, std 1: raw [0, 1] pixels); ``raw32`` also
+    pads the stored uint8 images (N, 1, 28, 28) with two zero pixels on every side to
+    (N, 1, 32, 32).
     """
     train, test = sources.load_torchvision("MNIST", _root(options), options.download)
-    if options.input_format != "raw32":
+    if options.input_format == "normalised":
         return (train, test), MNIST_STATS
+    if options.input_format == "raw":
+        return (train, test), ((0.0,), (1.0,))
     padded = tuple(Split(torch.nn.functional.pad(split.x, (2, 2, 2, 2)), split.y) for split in (train, test))
     return padded, ((0.0,), (1.0,))
 
@@ -267,8 +272,8 @@ def build_stream(name: str, options: StreamOptions | None = None) -> Stream:
     if name not in BENCHMARKS:
         raise ValueError(f"Unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}.")
     options = options or StreamOptions()
-    if options.input_format != "normalised" and name not in RAW32_BENCHMARKS:
-        raise ValueError(f"input_format {options.input_format!r} applies to {', '.join(RAW32_BENCHMARKS)} only; drop it for {name}.")
+    if options.input_format != "normalised" and name not in RAW_BENCHMARKS:
+        raise ValueError(f"input_format {options.input_format!r} applies to {', '.join(RAW_BENCHMARKS)} only; drop it for {name}.")
     stream = BENCHMARKS[name](options)
     return hold_out_validation(stream, options.validation_split, options.seed) if options.validation_split else stream
 
