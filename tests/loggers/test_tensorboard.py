@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -64,6 +65,19 @@ def test_heatmaps_and_config_text_are_logged(run_dir):
     assert "config" in " ".join(accumulator.Tags()["tensors"])
     assert (run_dir / "accuracy_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (run_dir / "forgetting_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_heatmap_is_drawn_once_for_the_png_file_and_tensorboard(run_dir):
+    accumulator = _accumulator(run_dir)
+    for tag, file in (("accuracy_matrix", "accuracy_matrix.png"), ("robustness_grid", "robustness.png")):
+        last = accumulator.Images(tag)[-1]
+        assert last.step == 4
+        png = (run_dir / file).read_bytes()
+        assert last.encoded_image_string == png  # the final drawing, shared by both loggers
+        width, height = struct.unpack(">II", png[16:24])
+        assert (last.width, last.height) == (width, height)
+    first, final = accumulator.Images("accuracy_matrix")[0], accumulator.Images("accuracy_matrix")[-1]
+    assert first.encoded_image_string != final.encoded_image_string  # each report drawn anew
 
 
 def _free_port() -> int:

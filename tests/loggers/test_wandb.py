@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -54,11 +55,25 @@ def _records(path: Path) -> list:
     return [wandb_internal_pb2.Record.FromString(record) for record in records]
 
 
+def _finished_records(path: Path, timeout: float = 60.0) -> list:
+    """The records of ``path`` once W&B's service has written the run's exit record.
+
+    ``run.finish()`` returns when the service has the run's data; on a busy machine the service
+    process can still be writing the file then, so the test waits for the exit record.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _records(path)
+        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def _read_runs(folder: Path) -> dict:
     """What the offline runs under ``folder/wandb`` hold: run records, history rows and summary values."""
     found = {"runs": [], "history": [], "summary": {}, "config": {}}
     for path in sorted((folder / "wandb").glob("offline-run-*/run-*.wandb")):
-        for record in _records(path):
+        for record in _finished_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 found["runs"].append(record.run)
