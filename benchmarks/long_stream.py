@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import pstats
 import statistics
 import sys
@@ -254,6 +255,7 @@ def main() -> None:
           f"{result['model']}; {hardware()}")
     print_table(result, totals)
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": hardware(), "sizes": sizes, "figures_every": args.figures_every,
+              "environment": {name: value for name, value in os.environ.items() if name.startswith(("MALLOC_", "OMP_", "GOMP_"))},
               "profile": args.profile, "average_accuracy": result["average_accuracy"], **totals, "rows": result["rows"]}
     if profiler is not None:
         record["profile_shares"] = profile_shares(profiler, result["wall_seconds"])
