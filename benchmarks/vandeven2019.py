@@ -496,13 +496,13 @@ def setup_logging(path: Path) -> None:
 def run_cells(todo: list[Cell], args: argparse.Namespace) -> int:
     """Run ``todo`` in order, appending each finished run to ``args.log``; the number that could not run."""
     args.log.parent.mkdir(parents=True, exist_ok=True)
-    done = finished_commands(args.log, args.quick)
     failed = 0
     for position, cell in enumerate(todo, start=1):
         iterations = args.iterations or PROTOCOL[cell.experiment]["iterations"]
         ewc_lambda = args.ewc_lambda.get(cell.scenario) if cell.method == "ewc" else None
         command = command_key(command_line(run_config(cell.experiment, cell.scenario, cell.method, cell.seed, iterations, args, cell.variant, ewc_lambda)))
-        if args.skip_done and command in done:
+        # read before every cell: another queue on the same log (one per core) may have finished it since
+        if args.skip_done and command in finished_commands(args.log, args.quick):
             continue
         log.info(f"cell {position}/{len(todo)}: {cell.name(iterations)}")
         record = run_one(cell, iterations, args, ewc_lambda)
