@@ -95,11 +95,16 @@ LUCIR_LAMBDAS = (0.0, 1.0, 2.0)
 # lwf-seen: LwF with the cross-entropy over the classes seen so far (mammoth's LwF); lwf-warmup: LwF
 # with mammoth's head warm-up before each experience after the first (one epoch of batch 10 there).
 # Part mnist-raw: the comparison's Seq-MNIST rows with mammoth's raw [0, 1] inputs (``--input-format raw``).
-GAP_PARTS = ("icarl-prefix", "lwf-seen", "lwf-warmup", "raw-input")
+# Part mnist-init: the same rows with mammoth's initialisation (Xavier-uniform weights, zero biases).
+GAP_PARTS = ("icarl-prefix", "lwf-seen", "lwf-warmup", "raw-input", "xavier-init")
+# Variants the CLI has no flag for (run by this script): the part that runs them and what they change.
+BENCHMARK_ONLY_VARIANTS = {"icarl-prefix": ("mnist-gaps", "iCaRL with mammoth's pre-2022 replayed images"),
+                           "xavier-init": ("mnist-init", "mammoth's initialisation: Xavier-uniform weights, zero biases")}
 RAW_METHODS = ("finetune", "lwf", "er", "der", "derpp")
 WARMUP_STEPS = 1200  # one epoch of batch 10 over one Seq-MNIST experience (about 12,000 images)
 GAP_LABELS = {"raw-input": "raw [0, 1] inputs", "icarl-prefix": "mammoth's pre-2022 replayed images",
-              "lwf-seen": "cross-entropy over seen classes", "lwf-warmup": f"head warm-up ({WARMUP_STEPS} steps, lr 0.03)"}
+              "lwf-seen": "cross-entropy over seen classes", "lwf-warmup": f"head warm-up ({WARMUP_STEPS} steps, lr 0.03)",
+              "xavier-init": "Xavier-uniform weights, zero biases"}
 
 # Per-method hyper-parameters: mammoth utils/best_args.py (commit d20f640, "fix minibatch sizes"),
 # keyed by buffer size (-1: no buffer). "replay" is mammoth's minibatch_size; iCaRL trains on the
@@ -325,22 +330,45 @@ def prefix_replay_icarl(options: Mapping[str, Any]) -> Any:
     return PrefixReplayICaRL(**options)
 
 
-def execute_prefix_replay(config: Any) -> dict[str, Any]:
-    """``lifelong_kd.cli.execute`` for one iCaRL run, with :func:`prefix_replay_icarl` as the strategy."""
+def xavier_initialised(model: Any, seed: int) -> Any:
+    """``model`` with mammoth's MLP initialisation (``backbone/__init__.py: xavier``), part xavier-init.
+
+    Every ``nn.Linear`` gets Xavier-uniform weights (gain 1) and zero biases, drawn from
+    ``seed``; ours keeps PyTorch's default (Kaiming-uniform weights, uniform biases).
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                bound = (6.0 / (module.in_features + module.out_features)) ** 0.5
+                module.weight.copy_(torch.empty_like(module.weight).uniform_(-bound, bound, generator=generator))
+                if module.bias is not None:
+                    module.bias.zero_()
+    return model
+
+
+def execute_variant(config: Any, part: str) -> dict[str, Any]:
+    """``lifelong_kd.cli.execute`` for a variant the CLI does not offer: iCaRL's pre-2022 replay or mammoth's initialisation."""
     from lifelong_kd import pipeline
     from lifelong_kd.cli.compose import compose_run, make_trainer, run_loggers
 
-    config, stream, _, model, evaluator = compose_run(config)
-    strategy = prefix_replay_icarl(config.strategy_options)
-    strategy.check_stream(stream)
+    config, stream, strategy, model, evaluator = compose_run(config)
+    if part == "icarl-prefix":
+        strategy = prefix_replay_icarl(config.strategy_options)
+        strategy.check_stream(stream)
+    elif part == "xavier-init":
+        model = xavier_initialised(model, config.seed)
     return pipeline.run(stream, model, strategy, evaluator, run_loggers(Path(config.out), config, figures=True), config.train_config(),
                         config.out, config.resume, config.record(), overwrite=config.overwrite, trainer=make_trainer(config))
 
 
 def job_command(job: Job, args: argparse.Namespace) -> str:
     """How to run ``job`` again: its ``lifelong-kd run`` line, or the benchmark's for a variant the CLI does not have."""
-    if job.part == "icarl-prefix":
-        return f"python benchmarks/run.py class-il --parts mnist-gaps --buffers {job.buffer} --seeds SEED  # iCaRL with mammoth's pre-2022 replayed images"
+    if job.part in BENCHMARK_ONLY_VARIANTS:
+        part, what = BENCHMARK_ONLY_VARIANTS[job.part]
+        return f"python benchmarks/run.py class-il --parts {part} --methods {job.method} --buffers {max(job.buffer, 200)} --seeds SEED  # {what}"
     return command(config_for(job, args))
 
 
@@ -352,8 +380,8 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = (Path(config.out) / "checkpoint.pt").is_file()
     start = time.perf_counter()
     fresh = args.quick or args.rerun
-    runner = execute_prefix_replay if job.part == "icarl-prefix" else execute
-    results = runner(replace(config, resume=checkpoint and not fresh, overwrite=fresh))
+    config = replace(config, resume=checkpoint and not fresh, overwrite=fresh)
+    results = execute_variant(config, job.part) if job.part in BENCHMARK_ONLY_VARIANTS else execute(config)
     wall = time.perf_counter() - start
     protocol = protocol_of(job, args) if job.part != "defaults" else None
     record = {
@@ -407,12 +435,15 @@ def part_jobs(part: str, seed: int, methods: list[str], args: argparse.Namespace
             yield from (Job(f"lucir-lambda{value:g}", "seq-cifar10", "class", "lucir", buffer, seed) for buffer in args.buffers)
         return
     if part == "mnist-gaps":  # what makes the two Seq-MNIST gaps above 3 points? (one factor per part)
-        yield from (Job("icarl-prefix", "seq-mnist", "class", "icarl", buffer, seed) for buffer in args.buffers)
-        yield from (Job(variant, "seq-mnist", "class", "lwf", -1, seed) for variant in ("lwf-seen", "lwf-warmup"))
+        if "icarl" in methods:
+            yield from (Job("icarl-prefix", "seq-mnist", "class", "icarl", buffer, seed) for buffer in args.buffers)
+        if "lwf" in methods:
+            yield from (Job(variant, "seq-mnist", "class", "lwf", -1, seed) for variant in ("lwf-seen", "lwf-warmup"))
         return
-    if part == "mnist-raw":  # is the input scaling why ER, DER and DER++ sit 2-3 points below the paper?
+    if part in ("mnist-raw", "mnist-init"):  # is the input scaling / the initialisation why ER, DER and DER++ sit 2-3 points below the paper?
+        variant = {"mnist-raw": "raw-input", "mnist-init": "xavier-init"}[part]
         for method in (m for m in methods if m in RAW_METHODS):
-            yield from (Job("raw-input", "seq-mnist", "class", method, buffer, seed) for buffer in (args.buffers if method in MEMORY_METHODS else [-1]))
+            yield from (Job(variant, "seq-mnist", "class", method, buffer, seed) for buffer in (args.buffers if method in MEMORY_METHODS else [-1]))
         return
     if part == "buffers":
         for method in SWEEP_METHODS:
@@ -634,7 +665,7 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if gaps:
         base = [r for r in shown if r["protocol"] == "seq-mnist" and r["part"] == "mnist-class"]
         parts.append(f"### Seq-MNIST diagnostic: one factor at a time\n\nEach variant changes one thing in the comparison's run "
-                     f"(`--parts mnist-gaps,mnist-raw`); the first line of each pair is the comparison row on the same seeds.\n\n"
+                     f"(`--parts mnist-gaps,mnist-raw,mnist-init`); the first line of each pair is the comparison row on the same seeds.\n\n"
                      f"{gap_table(gaps, base)}")
         shown += gaps
     cifar_budget = list(budget_of_protocol(protocol_of(Job("x", "seq-cifar10", "class", "er", 200, 0), args)))
@@ -685,7 +716,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: small subsamples, 1 epoch, one seed, buffer 200")
     parser.add_argument("--parts", default="mnist-class,cifar-class,buffers,defaults,mnist-task",
-                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, cifar-long, lucir-lambda, mnist-gaps, mnist-raw, buffers, defaults")
+                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, cifar-long, lucir-lambda, mnist-gaps, mnist-raw, mnist-init, buffers, defaults")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(BASELINES + MEMORY_METHODS), help="comma-separated strategy names")
     parser.add_argument("--rerun", action="store_true", help="run the chosen jobs again even if logged (after a fix), from scratch")

@@ -39,17 +39,32 @@ def test_prefix_replay_trains_on_saturated_pixels_only_while_the_memory_keeps_th
 
 
 def test_one_factor_jobs_change_only_their_factor():
-    args = class_il.parse_args(["--parts", "mnist-gaps,mnist-raw", "--seeds", "1", "--data-root", "/nowhere"])
+    args = class_il.parse_args(["--parts", "mnist-gaps,mnist-raw,mnist-init", "--seeds", "1", "--data-root", "/nowhere"])
     jobs = list(class_il.jobs(args))
     parts = {job.part for job in jobs}
-    assert parts == {"icarl-prefix", "lwf-seen", "lwf-warmup", "raw-input"}
+    assert parts == {"icarl-prefix", "lwf-seen", "lwf-warmup", "raw-input", "xavier-init"}
     for job in jobs:
         config = class_il.config_for(job, args)
         base = class_il.config_for(class_il.Job("mnist-class", "seq-mnist", "class", job.method, job.buffer, job.seed), args)
         changed = {name for name in vars(config) if getattr(config, name) != getattr(base, name) and name != "out"}
         expected = {"raw-input": {"input_format"}, "lwf-seen": {"cross_entropy_classes"}, "lwf-warmup": {"strategy_options"},
-                    "icarl-prefix": set()}[job.part]
+                    "icarl-prefix": set(), "xavier-init": set()}[job.part]  # the last two: changed by the script (execute_variant)
         assert changed == expected, (job, changed)
     warm = next(job for job in jobs if job.part == "lwf-warmup")
     assert class_il.config_for(warm, args).strategy_options["warmup_iterations"] == class_il.WARMUP_STEPS
     assert "--input-format raw" in class_il.command(class_il.config_for(next(j for j in jobs if j.part == "raw-input"), args))
+
+
+def test_xavier_initialisation_is_mammoths_and_seeded():
+    from lifelong_kd.models import build_model
+
+    first = class_il.xavier_initialised(build_model("mlp:100,100", (1, 28, 28), 1, 10, seed=0), seed=3)
+    again = class_il.xavier_initialised(build_model("mlp:100,100", (1, 28, 28), 1, 10, seed=5), seed=3)
+    linears = [m for m in first.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3
+    for layer in linears:
+        bound = (6.0 / (layer.in_features + layer.out_features)) ** 0.5
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+        assert torch.all(layer.bias == 0)
+    for a, b in zip(first.parameters(), again.parameters()):
+        assert torch.equal(a, b)  # the seed decides, not the model's own initialisation
