@@ -511,7 +511,6 @@ def run_cells(todo: list[Cell], args: argparse.Namespace) -> int:
             continue
         with args.log.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        done.add(command)
         paper = PUBLISHED[(cell.experiment, cell.scenario)].get(cell.method, math.nan)
         log.info(f"finished {cell.name(iterations)}: {record['average_accuracy']:.2f}% (paper {paper:.2f}), {record['wall_seconds']:.0f} s")
     return failed
