@@ -23,6 +23,12 @@ buffer-500 arguments) at buffers 50, 200, 500, 2000: accuracy against ``memory_b
 ``defaults``: ``lifelong-kd run --benchmark split-mnist --scenario class --strategy derpp
 --buffer-size 200`` with every other flag at its CLI default (issue 14's "Done when").
 
+Diagnostics, each changing one factor of a comparison run: ``cifar-lr`` (DER/DER++ at ER's
+learning rate), ``cifar-long`` (13x the SGD steps), ``lucir-lambda`` (LUCIR's less-forget
+weight), and on Seq-MNIST ``mnist-gaps`` (iCaRL trained on the exemplar images the authors'
+code replayed before its 2022 fix; LwF with mammoth's seen-class cross-entropy or head
+warm-up), ``mnist-raw`` (raw [0, 1] inputs) and ``mnist-init`` (mammoth's Xavier initialisation).
+
 Every run is one ``lifelong-kd run`` (its command is logged), single-threaded, one at a time.
 A record goes to ``benchmarks/output/class_il_runs.jsonl`` when a run finishes; a killed suite
 continues where it stopped (logged runs are skipped, a run folder holding a checkpoint resumes).
@@ -30,6 +36,7 @@ continues where it stopped (logged runs are skipped, a run folder holding a chec
     python benchmarks/run.py class-il --quick                                # CI smoke (< 2 min)
     python benchmarks/run.py class-il --parts mnist-class --seeds 0,1,2
     python benchmarks/run.py class-il --parts mnist-class --methods lucir,bic --rerun   # again, after a fix
+    python benchmarks/run.py class-il --parts mnist-gaps,mnist-raw,mnist-init --seeds 0,1,2   # Seq-MNIST one-factor runs
     python benchmarks/run.py class-il --table-only --write-results           # docs from the log
 """
 
