@@ -349,10 +349,9 @@ def xavier_initialised(model: Any, seed: int) -> Any:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.Linear):
-                bound = (6.0 / (module.in_features + module.out_features)) ** 0.5
-                module.weight.copy_(torch.empty_like(module.weight).uniform_(-bound, bound, generator=generator))
+                torch.nn.init.xavier_uniform_(module.weight, generator=generator)
                 if module.bias is not None:
-                    module.bias.zero_()
+                    torch.nn.init.zeros_(module.bias)
     return model
 
 
