@@ -288,23 +288,23 @@ def figure_png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-# The last drawing of each kind of figure, keyed by what it was drawn from: the PNG logger and the
+# The last drawing of each figure function, keyed by its arguments: the PNG logger and the
 # TensorBoard logger draw the same figures from the same report, and a drawing costs 0.15-0.3 s.
 _LAST_DRAWING: dict[str, tuple[str, bytes]] = {}
 
 
-def shared_png(kind: str, draw: Callable[[], Any], *inputs: Any) -> bytes:
-    """PNG bytes of the figure ``draw()`` makes from ``inputs``, drawn once for every logger that asks.
+def shared_png(figure_function: Callable[..., Any], *inputs: Any) -> bytes:
+    """PNG bytes of ``figure_function(*inputs)``, drawn once for every logger that asks.
 
-    The drawing is reused while ``kind`` is asked for with equal ``inputs`` (compared through
-    their JSON text); one drawing per kind is kept.
+    The drawing is reused while the same function is asked for with equal ``inputs`` (compared
+    through their JSON text); one drawing per function is kept.
     """
     key = json.dumps(inputs, sort_keys=True, default=str)
-    cached = _LAST_DRAWING.get(kind)
+    cached = _LAST_DRAWING.get(figure_function.__name__)
     if cached is not None and cached[0] == key:
         return cached[1]
-    png = figure_png(draw())
-    _LAST_DRAWING[kind] = (key, png)
+    png = figure_png(figure_function(*inputs))
+    _LAST_DRAWING[figure_function.__name__] = (key, png)
     return png
 
 
@@ -312,26 +312,6 @@ def png_size(png: bytes) -> tuple[int, int]:
     """(height, width) of a PNG from its header."""
     width, height = struct.unpack(">II", png[16:24])
     return height, width
-
-
-def accuracy_matrix_png(matrix: Sequence[Sequence[float | None]], label: str = "") -> bytes:
-    """:func:`accuracy_matrix_figure` as PNG bytes (:func:`shared_png`)."""
-    return shared_png("accuracy_matrix", lambda: accuracy_matrix_figure(matrix, label), matrix, label)
-
-
-def robustness_png(robustness: Mapping[str, Any], step: int, label: str = "") -> bytes:
-    """:func:`robustness_figure` as PNG bytes (:func:`shared_png`)."""
-    return shared_png("robustness", lambda: robustness_figure(robustness, step, label), robustness, step, label)
-
-
-def confusion_matrix_png(counts: Sequence[Sequence[int]], names: Sequence[str], step: int, label: str = "") -> bytes:
-    """:func:`confusion_matrix_figure` as PNG bytes (:func:`shared_png`)."""
-    return shared_png("confusion_matrix", lambda: confusion_matrix_figure(counts, names, step, label), counts, names, step, label)
-
-
-def drift_png(cka_matrix: Sequence[Sequence[float | None]], label: str = "") -> bytes:
-    """:func:`drift_figure` as PNG bytes (:func:`shared_png`)."""
-    return shared_png("drift", lambda: drift_figure(cka_matrix, label), cka_matrix, label)
 
 
 # Drawings per run when figures_every is None: streams of up to this many experiences are drawn after every
@@ -398,10 +378,10 @@ class FigureLogger:
     def _progress_figures(self, report: EvalReport) -> None:
         """The accuracy matrix, forgetting curves, robustness grid and stability curve so far."""
         label = self.label_
-        write_atomic(self.folder / "accuracy_matrix.png", accuracy_matrix_png(report.accuracy_matrix, label))
+        write_atomic(self.folder / "accuracy_matrix.png", shared_png(accuracy_matrix_figure, report.accuracy_matrix, label))
         write_atomic(self.folder / "forgetting_curves.png", figure_png(forgetting_curves_figure(report.accuracy_matrix, label)))
         if report.robustness:
-            write_atomic(self.folder / "robustness.png", robustness_png(report.robustness, report.step, label))
+            write_atomic(self.folder / "robustness.png", shared_png(robustness_figure, report.robustness, report.step, label))
         if report.continual:
             write_atomic(self.folder / "stability_curve.png", figure_png(stability_curve_figure(report.continual, label)))
 
@@ -409,12 +389,12 @@ class FigureLogger:
         """The confusion matrix, per-class accuracy and representation drift (after the last experience)."""
         label = self.label_
         if instruments.get("confusion_matrix") is not None:  # None in an earlier report of a long stream (run_folder.compact_report)
-            confusion = confusion_matrix_png(instruments["confusion_matrix"], instruments["unit_names"], step, label)
+            confusion = shared_png(confusion_matrix_figure, instruments["confusion_matrix"], instruments["unit_names"], step, label)
             write_atomic(self.folder / "confusion_matrix.png", confusion)
         per_class = per_class_accuracy_figure(instruments["per_class_accuracy"], instruments["classes"], step, label)
         write_atomic(self.folder / "per_class_accuracy.png", figure_png(per_class))
         if instruments.get("drift"):
-            write_atomic(self.folder / "representation_drift.png", drift_png(instruments["drift"]["cka_matrix"], label))
+            write_atomic(self.folder / "representation_drift.png", shared_png(drift_figure, instruments["drift"]["cka_matrix"], label))
 
     def close(self) -> None:
         """Nothing is held open."""

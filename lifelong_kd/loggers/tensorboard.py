@@ -39,13 +39,14 @@ from typing import Any
 from lifelong_kd.evaluation.report import EvalReport, json_safe
 from lifelong_kd.loggers.base import run_label
 from lifelong_kd.loggers.figures import (
-    accuracy_matrix_png,
+    accuracy_matrix_figure,
     check_figures_every,
-    confusion_matrix_png,
-    drift_png,
+    confusion_matrix_figure,
+    drift_figure,
     figures_due,
     png_size,
-    robustness_png,
+    robustness_figure,
+    shared_png,
 )
 
 
@@ -175,9 +176,9 @@ class TensorBoardLogger:
         if report.instruments:
             self._instruments(report.instruments, step, last=step == len(report.accuracy) - 1)
         if self.figures and figures_due(step, len(report.accuracy), self.figures_every):
-            self._image("accuracy_matrix", accuracy_matrix_png(report.accuracy_matrix, self.label_), step)
+            self._image("accuracy_matrix", shared_png(accuracy_matrix_figure, report.accuracy_matrix, self.label_), step)
             if report.robustness:
-                self._image("robustness_grid", robustness_png(report.robustness, step, self.label_), step)
+                self._image("robustness_grid", shared_png(robustness_figure, report.robustness, step, self.label_), step)
         self._write_scalars()
         self._writer().flush()
         self.last_ = report
@@ -192,10 +193,10 @@ class TensorBoardLogger:
             self._scalars(f"per_class_accuracy/experience_{j}", {f"class_{i}": value for i, value in enumerate(row)}, step)
         if self.figures and last:
             if instruments.get("confusion_matrix") is not None:  # None in an earlier report of a long stream (run_folder.compact_report)
-                confusion = confusion_matrix_png(instruments["confusion_matrix"], instruments["unit_names"], step, self.label_)
+                confusion = shared_png(confusion_matrix_figure, instruments["confusion_matrix"], instruments["unit_names"], step, self.label_)
                 self._image("confusion_matrix", confusion, step)
             if drift:
-                self._image("representation_drift", drift_png(drift["cka_matrix"], self.label_), step)
+                self._image("representation_drift", shared_png(drift_figure, drift["cka_matrix"], self.label_), step)
 
     def _image(self, tag: str, png: bytes, step: int) -> None:
         """An image event holding ``png`` as it is (what ``add_figure`` writes, without drawing and encoding the figure again)."""
