@@ -210,13 +210,12 @@ def mnist_input(options: StreamOptions) -> tuple[tuple[Split, Split], tuple[tupl
     pads the stored uint8 images (N, 1, 28, 28) with two zero pixels on every side to
     (N, 1, 32, 32).
     """
-    train, test = sources.load_torchvision("MNIST", _root(options), options.download)
+    splits = sources.load_torchvision("MNIST", _root(options), options.download)
     if options.input_format == "normalised":
-        return (train, test), MNIST_STATS
-    if options.input_format == "raw":
-        return (train, test), ((0.0,), (1.0,))
-    padded = tuple(Split(torch.nn.functional.pad(split.x, (2, 2, 2, 2)), split.y) for split in (train, test))
-    return padded, ((0.0,), (1.0,))
+        return splits, MNIST_STATS
+    if options.input_format == "raw32":
+        splits = tuple(Split(torch.nn.functional.pad(split.x, (2, 2, 2, 2)), split.y) for split in splits)
+    return splits, ((0.0,), (1.0,))  # mean 0, std 1: raw [0, 1] pixels
 
 
 def split_mnist(options: StreamOptions) -> Stream:
