@@ -357,8 +357,7 @@ def xavier_initialised(model: Any, seed: int) -> Any:
 
 def execute_variant(config: Any, part: str) -> dict[str, Any]:
     """``lifelong_kd.cli.execute`` for a variant the CLI does not offer: iCaRL's pre-2022 replay or mammoth's initialisation."""
-    from lifelong_kd import pipeline
-    from lifelong_kd.cli.compose import compose_run, make_trainer, run_loggers
+    from lifelong_kd.cli.compose import compose_run, run_composed
 
     config, stream, strategy, model, evaluator = compose_run(config)
     if part == "icarl-prefix":
@@ -366,8 +365,7 @@ def execute_variant(config: Any, part: str) -> dict[str, Any]:
         strategy.check_stream(stream)
     elif part == "xavier-init":
         model = xavier_initialised(model, config.seed)
-    return pipeline.run(stream, model, strategy, evaluator, run_loggers(Path(config.out), config, figures=True), config.train_config(),
-                        config.out, config.resume, config.record(), overwrite=config.overwrite, trainer=make_trainer(config))
+    return run_composed(config, stream, strategy, model, evaluator)
 
 
 def job_command(job: Job, args: argparse.Namespace) -> str:

@@ -99,21 +99,29 @@ def resolve(config: RunConfig, stream: Any) -> RunConfig:
 
 def execute(config: RunConfig) -> dict[str, Any]:
     """Build stream, model, strategy, evaluator and loggers from ``config`` and run them in the loop."""
-    from lifelong_kd import pipeline
-
     if config.resume and config.out is None:
         raise UsageError("--resume needs --out RUN_DIR: the folder of the run to continue.")
     if config.student or config.teacher:
         return execute_compression(config)
     config, stream, strategy, model, evaluator = compose_run(config)
     log.debug("configuration: %s", json.dumps(config.record(), sort_keys=True))
-    trainer = make_trainer(config)
+    trainer = make_trainer(config)  # before the banner: a missing engine is refused first
     if not config.quiet and distributed.is_main():  # one banner, from rank 0, under torchrun
         progress_logger.info(f"{stream.name} ({stream.scenario} scenario, {len(stream)} experiences), {config.strategy}, "
                              f"{config.model} ({sum(p.numel() for p in model.parameters()):,} parameters); run folder {config.out}")
+    return run_composed(config, stream, strategy, model, evaluator, trainer)
+
+
+def run_composed(config: RunConfig, stream: Any, strategy: Strategy, model: Any, evaluator: Any, trainer: Any = None) -> dict[str, Any]:
+    """Run the parts :func:`compose_run` built (or a caller's variant of them) in the loop, with the run's loggers.
+
+    ``trainer``: the engine (None: :func:`make_trainer` from ``config``).
+    """
+    from lifelong_kd import pipeline
+
     return pipeline.run(
         stream, model, strategy, evaluator, run_loggers(Path(config.out), config, figures=True), config.train_config(),
-        config.out, config.resume, config.record(), overwrite=config.overwrite, trainer=trainer,
+        config.out, config.resume, config.record(), overwrite=config.overwrite, trainer=trainer if trainer is not None else make_trainer(config),
     )
 
 
