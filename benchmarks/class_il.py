@@ -24,7 +24,7 @@ buffer-500 arguments) at buffers 50, 200, 500, 2000: accuracy against ``memory_b
 --buffer-size 200`` with every other flag at its CLI default (issue 14's "Done when").
 
 Diagnostics, each changing one factor of a comparison run: ``cifar-lr`` (DER/DER++ at ER's
-learning rate), ``cifar-long`` (13x the SGD steps), ``lucir-lambda`` (LUCIR's less-forget
+learning rate), ``cifar-long`` (13x the SGD steps; ``cifar-longer``: 39x), ``lucir-lambda`` (LUCIR's less-forget
 weight), and on Seq-MNIST ``mnist-gaps`` (iCaRL trained on the exemplar images the authors'
 code replayed before its 2022 fix; LwF with mammoth's seen-class cross-entropy or head
 warm-up), ``mnist-raw`` (raw [0, 1] inputs) and ``mnist-init`` (mammoth's Xavier initialisation).
@@ -92,6 +92,8 @@ PROTOCOLS = {
     "seq-cifar10": Protocol("split-cifar10", "convnet:16", 3, 32, True, 2500, 1000),
     # The same, 13x the SGD steps: 10 epochs on all 10,000 training images of each experience (part cifar-long)
     "seq-cifar10-long": Protocol("split-cifar10", "convnet:16", 10, 32, True, None, 1000),
+    # Three times that: 30 epochs (part cifar-longer: does DER pass ER as the schedule grows?)
+    "seq-cifar10-longer": Protocol("split-cifar10", "convnet:16", 30, 32, True, None, 1000),
 }
 # Part cifar-long: the methods of the paper's class-IL ordering (LwF < ER < DER < DER++).
 LONG_METHODS = ("lwf", "er", "der", "derpp")
@@ -145,7 +147,7 @@ HYPERPARAMETERS: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
         "bic": {200: {"lr": 0.03}, 500: {"lr": 0.03}},  # mammoth scripts/reproduce.json runs BiC on seq-cifar10 at lr 0.03
     },
 }
-HYPERPARAMETERS["seq-cifar10-long"] = HYPERPARAMETERS["seq-cifar10"]
+HYPERPARAMETERS["seq-cifar10-long"] = HYPERPARAMETERS["seq-cifar10-longer"] = HYPERPARAMETERS["seq-cifar10"]
 # The buffer sweep: one set of arguments for every size (each method's buffer-500 row on Seq-MNIST).
 SWEEP_ARGUMENTS = {method: HYPERPARAMETERS["seq-mnist"][method][500] for method in SWEEP_METHODS}
 
@@ -169,7 +171,7 @@ PUBLISHED: dict[str, dict[tuple[str, int], tuple[float | None, float | None]]] =
         ("derpp", 200): (64.88, 91.92), ("derpp", 500): (72.70, 93.88),
     },
 }
-PUBLISHED["seq-cifar10-long"] = PUBLISHED["seq-cifar10"]
+PUBLISHED["seq-cifar10-long"] = PUBLISHED["seq-cifar10-longer"] = PUBLISHED["seq-cifar10"]
 
 
 @dataclass(frozen=True)
@@ -430,9 +432,10 @@ def part_jobs(part: str, seed: int, methods: list[str], args: argparse.Namespace
         for method in ("der", "derpp"):
             yield from (Job(part, "seq-cifar10", "class", method, buffer, seed) for buffer in args.buffers)
         return
-    if part == "cifar-long":  # is the short schedule why the paper's ordering does not hold?
+    if part in ("cifar-long", "cifar-longer"):  # is the short schedule why the paper's ordering does not hold?
+        protocol = {"cifar-long": "seq-cifar10-long", "cifar-longer": "seq-cifar10-longer"}[part]
         for method in (m for m in methods if m in LONG_METHODS):
-            yield from (Job(part, "seq-cifar10-long", "class", method, buffer, seed) for buffer in (args.buffers if method in MEMORY_METHODS else [-1]))
+            yield from (Job(part, protocol, "class", method, buffer, seed) for buffer in (args.buffers if method in MEMORY_METHODS else [-1]))
         return
     if part == "lucir-lambda":  # is the less-forget weight why LUCIR learns no new class on Seq-CIFAR-10?
         for value in LUCIR_LAMBDAS:
@@ -551,13 +554,13 @@ def learning_rate_table(diagnostic: list[dict[str, Any]], shown: list[dict[str, 
     return markdown_table(["buffer", "method", "lr", "class-IL (%)", "task-IL masked (%)", "forgetting (%)", "seeds"], rows)
 
 
-def long_budget_table(long: list[dict[str, Any]], short: list[dict[str, Any]]) -> str:
-    """The paper's class-IL ordering methods on the long Seq-CIFAR-10 budget beside the same runs on the short one."""
+def long_budget_table(long: list[dict[str, Any]], short: list[dict[str, Any]], longer: list[dict[str, Any]] = ()) -> str:
+    """The paper's class-IL ordering methods on the long Seq-CIFAR-10 budget beside the same runs on the short one (and the 39x one)."""
     rows = []
     for method in LONG_METHODS:
         for buffer in sorted({r["buffer"] for r in long if r["method"] == method}):
             paper = PUBLISHED["seq-cifar10"].get((method, buffer), (None, None))[0]
-            for name, records in (("short", short), ("long (13x steps)", long)):
+            for name, records in (("short", short), ("long (13x steps)", long), ("longer (39x steps)", longer)):
                 mine = [r for r in records if r["method"] == method and r["buffer"] == buffer and r["scenario"] == "class"]
                 if mine:
                     rows.append(["-" if buffer < 0 else buffer, LABELS[method], name, cell(mine, "average_accuracy"), number(paper),
@@ -679,12 +682,15 @@ def section(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
         parts.append(f"### Seq-CIFAR-10 diagnostic: DER and DER++ at ER's learning rate\n\n{learning_rate_table(diagnostic, shown)}")
     long_budget = list(budget_of_protocol(PROTOCOLS["seq-cifar10-long"]))
     long = [r for r in latest_records(records, long_budget) if r["part"] == "cifar-long"]
+    longer = [r for r in latest_records(records, list(budget_of_protocol(PROTOCOLS["seq-cifar10-longer"]))) if r["part"] == "cifar-longer"]
     if long:
         short = [r for r in shown if r["protocol"] == "seq-cifar10" and r["part"] == "cifar-class" and r["seed"] in {x["seed"] for x in long}]
+        longer_line = (f" The 39x rows (`--parts cifar-longer`) change only the epochs, to {PROTOCOLS['seq-cifar10-longer'].epochs} "
+                       f"({wall_minutes(longer):.0f} min); compare them with the 13x rows of the same seeds." if longer else "")
         parts.append(f"### Seq-CIFAR-10 diagnostic: a 13x longer schedule\n\nBudget: {budget_line(PROTOCOLS['seq-cifar10-long'])} "
-                     f"({wall_minutes(long):.0f} min of wall time); the short rows are the same seeds of the table above.\n\n"
-                     f"{long_budget_table(long, short)}")
-        shown += long
+                     f"({wall_minutes(long):.0f} min of wall time); the short rows are the same seeds of the table above.{longer_line}\n\n"
+                     f"{long_budget_table(long, short, longer)}")
+        shown += long + longer
     lucir = [r for r in latest_records(records, cifar_budget) if r["part"].startswith("lucir-lambda")]
     if lucir:
         default = [r for r in shown if r["part"] == "cifar-class" and r["method"] == "lucir" and r["buffer"] in {x["buffer"] for x in lucir}]
@@ -720,7 +726,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: small subsamples, 1 epoch, one seed, buffer 200")
     parser.add_argument("--parts", default="mnist-class,cifar-class,buffers,defaults,mnist-task",
-                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, cifar-long, lucir-lambda, mnist-gaps, mnist-raw, mnist-init, buffers, defaults")
+                        help="mnist-class, mnist-task, cifar-class, cifar-task, cifar-lr, cifar-long, cifar-longer, lucir-lambda, mnist-gaps, mnist-raw, mnist-init, buffers, defaults")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(BASELINES + MEMORY_METHODS), help="comma-separated strategy names")
     parser.add_argument("--rerun", action="store_true", help="run the chosen jobs again even if logged (after a fix), from scratch")

@@ -71,7 +71,7 @@ class RunConfig:
     probe_samples: int | None = 256  # test samples per experience of the continual-evaluation probe (the paper's code: 1,000)
     reference_model: str | None = None  # run folder of a reference (teacher) for compression ratios
     tensorboard: bool = True
-    figures_every: int | None = None  # draw figures every K experiences and after the last; None: every experience up to 5, else about 5 times a run
+    figures_every: int | None = None  # draw figures every K experiences and after the last; None: every experience up to 5, about 5 times a run up to 20, else after the last only
     csv: bool = False  # <out>/metrics.csv: one row per experience (off: results.json and metrics.jsonl hold the same numbers)
     wandb: str | None = None  # Weights & Biases project to log to (None: off; needs the [wandb] extra)
     student: str | None = None  # lifelong compression: small model spec (e.g. mlp:100,100) distilled from --model

@@ -549,7 +549,7 @@ class _Run:
         checkpoint, document, rows = self.checkpoint(), self.document(), self.rows()
         folder.save(checkpoint, document, rows, self.encoded())
 
-    def encoded(self) -> dict[int, str]:
+    def encoded(self) -> dict[int, str | list[str]]:
         """Every member's reports' JSON text by the report's ``id()`` (:meth:`lifelong_kd.run_folder.MemberLog.encoded`)."""
         return {key: text for log in self.logs.values() for key, text in log.encoded().items()}
 

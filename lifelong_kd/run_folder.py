@@ -150,7 +150,7 @@ class RunFolder:
         checkpoint: Mapping[str, Any],
         document: Mapping[str, Any],
         rows: Mapping[str, Sequence[Mapping[str, Any]]],
-        encoded: Mapping[int, str] | None = None,
+        encoded: Mapping[int, str | list[str]] | None = None,
     ) -> None:
         """Write the checkpoint, then the files derived from it.
 
@@ -166,7 +166,7 @@ class RunFolder:
             self.write_derived(document, rows, encoded)
 
     def write_derived(
-        self, document: Mapping[str, Any], rows: Mapping[str, Sequence[Mapping[str, Any]]], encoded: Mapping[int, str] | None = None
+        self, document: Mapping[str, Any], rows: Mapping[str, Sequence[Mapping[str, Any]]], encoded: Mapping[int, str | list[str]] | None = None
     ) -> None:
         """Rewrite ``results.json`` and the ``metrics.jsonl`` files (idempotent); ``encoded`` as in :meth:`save`."""
         encoded = encoded or {}
@@ -223,7 +223,7 @@ def _scalar_list_json(values: Sequence[Any]) -> str | None:
     return text if "[" not in text[1:] and "{" not in text else None
 
 
-def readable_json(document: Any, encoded: Mapping[int, str] | None = None) -> str:
+def readable_json(document: Any, encoded: Mapping[int, str | list[str]] | None = None) -> str:
     """``document`` as indented JSON (NaN/inf as null) with each list of scalars on one line, and each report on one line.
 
     The layout of ``json.dumps(json_safe(document), indent=2)`` with the lines of numbers folded
@@ -233,7 +233,8 @@ def readable_json(document: Any, encoded: Mapping[int, str] | None = None) -> st
 
     ``encoded``: the JSON text of reports, by ``id()`` of the report object the document holds
     (:meth:`MemberLog.encoded`); those are not encoded again (on a long stream, encoding every
-    earlier report at every save made the save grow with the stream).
+    earlier report at every save made the save grow with the stream). A list of row texts under
+    a matrix's ``id()`` writes those rows, one per line.
     """
     encoded = encoded or {}
     leaves: list[str] = []
@@ -246,6 +247,9 @@ def readable_json(document: Any, encoded: Mapping[int, str] | None = None) -> st
         if isinstance(value, Mapping):
             return {str(k): fold(item, str(k)) for k, item in value.items()}
         if isinstance(value, (list, tuple)):
+            rows = encoded.get(id(value))
+            if isinstance(rows, list):  # a matrix whose rows' text is known (MemberLog._encode)
+                return [leaf(row) for row in rows]
             if key == "reports":
                 return [leaf(encoded.get(id(item)) or json_line(item)) for item in value]
             text = _scalar_list_json(value)
@@ -415,6 +419,7 @@ class MemberLog:
         self.reports = [json.loads(r) if isinstance(r, str) else dict(r) for r in reports]
         self.timing = [dict(t) for t in timing]
         self.texts_: list[str | None] = [r if isinstance(r, str) else None for r in reports]
+        self.matrix_rows_: dict[int, tuple[list[Any], list[str]]] = {}  # id -> (confusion matrix, its rows' JSON text)
 
     def checkpoint_reports(self) -> list[str]:
         """Each report as JSON text, encoded once: the checkpoint's form of the reports.
@@ -423,10 +428,31 @@ class MemberLog:
         equal dict. As Python lists, the numbers of 50 reports (a 500-unit confusion matrix,
         the accuracy rows) were pickled one object at a time at every experience.
         """
-        self.texts_ = [text if text is not None else json.dumps(report) for text, report in zip(self.texts_, self.reports, strict=True)]
+        self.texts_ = [text if text is not None else self._encode(report) for text, report in zip(self.texts_, self.reports, strict=True)]
         return list(self.texts_)
 
-    def encoded(self) -> dict[int, str]:
+    def _encode(self, report: Mapping[str, Any]) -> str:
+        """``json.dumps(report)``; a large confusion matrix's rows are encoded once for this text and for ``results.json``.
+
+        ``results.json`` shows the newest report's instruments a second time, one matrix row
+        per line (:func:`readable_json`); with 500 output units that matrix is 250,000 counts,
+        and encoding it twice was a third of a save on a long stream. Its row texts are kept
+        (:meth:`encoded`) and the report's text is joined from them: the same text
+        ``json.dumps`` writes.
+        """
+        instruments = report.get("instruments")
+        matrix = instruments.get("confusion_matrix") if isinstance(instruments, Mapping) else None
+        if not isinstance(matrix, list) or len(matrix) ** 2 <= KEPT_CONFUSION_CELLS or not all(isinstance(row, list) for row in matrix):
+            return json.dumps(report)
+        rows = [json.dumps(row) for row in matrix]
+        if any("NaN" in row or "Infinity" in row for row in rows):  # counts are integers; anything else takes the general path
+            return json.dumps(report)
+        marker = "\0matrix"
+        text = json.dumps({**report, "instruments": {**instruments, "confusion_matrix": marker}})
+        self.matrix_rows_[id(matrix)] = (matrix, rows)
+        return text.replace(json.dumps(marker), "[" + ", ".join(rows) + "]", 1)
+
+    def encoded(self) -> dict[int, str | list[str]]:
         """Each report's JSON text (:meth:`checkpoint_reports`) by the ``id()`` of the report dict this log holds.
 
         ``results.json`` and ``metrics.jsonl`` hold these very dicts (:func:`section` and
@@ -434,7 +460,10 @@ class MemberLog:
         instead of encoding it again (:func:`readable_json`): on a 50-experience stream,
         re-encoding every report made each save grow with the stream. Valid until the log changes.
         """
-        return {id(report): text for report, text in zip(self.reports, self.checkpoint_reports(), strict=True)}
+        texts: dict[int, str | list[str]] = {id(report): text for report, text in zip(self.reports, self.checkpoint_reports(), strict=True)}
+        held = {id(matrix): matrix for report in self.reports if isinstance(matrix := (report.get("instruments") or {}).get("confusion_matrix"), list)}
+        self.matrix_rows_ = {key: kept for key, kept in self.matrix_rows_.items() if held.get(key) is kept[0]}  # drop compacted reports' matrices
+        return texts | {key: rows for key, (_, rows) in self.matrix_rows_.items()}
 
     @property
     def finished(self) -> int:

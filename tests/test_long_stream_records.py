@@ -90,3 +90,36 @@ def test_reports_go_to_the_checkpoint_as_json_text_and_come_back_equal():
     assert restored.reports == log.reports and restored.finished == 3
     restored.add(_report(3, 4), {})
     assert MemberLog(restored.checkpoint_reports()).reports == restored.reports  # the text of the re-compacted report is renewed
+
+
+def test_a_large_confusion_matrix_is_written_as_a_full_encoding_writes_it():
+    import json
+
+    from lifelong_kd.run_folder import readable_json, results_document
+
+    units = int(KEPT_CONFUSION_CELLS**0.5) + 1
+    log = MemberLog()
+    for step in range(3):
+        log.add(_report(step, units), {"train_seconds": 1.0})
+        document = results_document({"seed": 0}, {"model": log}, "model")
+        encoded = log.encoded()
+        newest = log.reports[-1]["instruments"]["confusion_matrix"]
+        assert encoded[id(newest)] == [json.dumps(row) for row in newest]  # its rows' text, shared by the two places it is written
+        assert len([value for value in encoded.values() if isinstance(value, list)]) == 1  # compacted reports' matrices are let go
+        assert log.checkpoint_reports() == [json.dumps(report) for report in log.reports]
+        copied = json.loads(json.dumps(document))  # new objects: nothing known by identity
+        assert readable_json(document, encoded) == readable_json(copied)
+        assert f'"confusion_matrix": [\n      {json.dumps(newest[0])},\n' in readable_json(document, encoded)  # one row per line
+
+
+def test_a_matrix_that_is_not_integer_counts_takes_the_general_path():
+    import json
+    import math
+
+    units = int(KEPT_CONFUSION_CELLS**0.5) + 1
+    report = _report(0, units)
+    report["instruments"]["confusion_matrix"][0][0] = math.nan
+    log = MemberLog()
+    log.add(report, {})
+    assert log.checkpoint_reports() == [json.dumps(report)]
+    assert not [value for value in log.encoded().values() if isinstance(value, list)]

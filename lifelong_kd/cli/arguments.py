@@ -127,7 +127,7 @@ def _add_output_arguments(add: Any) -> None:
     add("--resume", action=argparse.BooleanOptionalAction, help="continue the run in --out from its last finished experience")
     add("--overwrite", action=argparse.BooleanOptionalAction, help="replace a finished run in --out (a new run; --resume continues one)")
     add("--tensorboard", action=argparse.BooleanOptionalAction, help="write TensorBoard event files (default on)")
-    add("--figures-every", type=field_kind("figures_every"), help="draw the figures (PNG and TensorBoard images) every K experiences and after the last (default: every experience on streams of up to 5, else about 5 times a run)")
+    add("--figures-every", type=field_kind("figures_every"), help="draw the figures (PNG and TensorBoard images) every K experiences and after the last (default: every experience on streams of up to 5, about 5 times a run on streams of up to 20, after the last experience only on longer streams)")
     add("--csv", action=argparse.BooleanOptionalAction, help="also write <out>/metrics.csv: one row per experience (accuracies and metrics in %%, loss terms; default off)")
     add("--wandb", metavar="PROJECT", help='also log to this Weights & Biases project (pip install "lifelong-kd[wandb]"; WANDB_MODE=offline: no network)')
     add("--quiet", action=argparse.BooleanOptionalAction, help="no banner and no progress (bar, or lines every 30 s without a terminal); results and errors stay")

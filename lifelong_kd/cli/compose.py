@@ -168,7 +168,7 @@ def run_loggers(folder: Path, config: RunConfig, figures: bool, member: str | No
     """
     loggers: list[Any] = []
     if config.figures_every is not None and config.figures_every < 1:
-        raise UsageError(f"--figures-every must be a positive number of experiences (e.g. 5), got {config.figures_every}; leave it out for the default (every experience up to 5, else about 5 times a run).")
+        raise UsageError(f"--figures-every must be a positive number of experiences (e.g. 5), got {config.figures_every}; leave it out for the default (every experience on streams of up to 5, about 5 times a run up to 20, else after the last experience only).")
     if figures:
         from lifelong_kd.loggers.figures import FigureLogger
 

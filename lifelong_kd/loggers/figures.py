@@ -43,8 +43,10 @@ ANNOTATED_CELLS = 20
 # Largest heatmap size in inches (width, height): cells shrink past it, so a figure of a long stream
 # (a 50 x 50 matrix, 500 output units) costs what a 20 x 20 one does (figures were quadratic in the stream length).
 MAX_HEATMAP_INCHES = (11.0, 8.5)
-# Most tick labels drawn along an axis; longer axes label every k-th row or column.
-MAX_TICK_LABELS = 25
+# Most tick labels drawn along an axis; longer axes label every k-th row or column (a 50-row axis: every 5th).
+# Each tick is several matplotlib artists laid out twice (tight_layout, then the drawing): 25 labels per
+# axis instead of 12 made a large heatmap about 1.4x as slow to draw.
+MAX_TICK_LABELS = 12
 
 
 def thinned_ticks(labels: Sequence[str], most: int = MAX_TICK_LABELS) -> tuple[list[int], list[str]]:
@@ -315,9 +317,12 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 
 # Drawings per run when figures_every is None: streams of up to this many experiences are drawn after every
-# experience; longer ones every ceil(n / FIGURE_REDRAWS) experiences (a 50-experience stream: every 10th).
-# Each drawing costs about a second on a 2-core CPU: 5 keep the figures a small share of a long run.
+# experience; longer ones every ceil(n / FIGURE_REDRAWS) experiences (a 20-experience stream: every 4th).
 FIGURE_REDRAWS = 5
+# Longer streams than this are drawn after the last experience only when figures_every is None: their heatmaps
+# are drawn at the largest size, 0.3-0.5 s each, and four more drawings were 3.5% of a 50-experience run's wall
+# time (benchmarks/long_stream.py; the loggers' budget is 10%). TensorBoard's scalars still come every experience.
+DRAWN_ONCE_AFTER = 20
 
 
 def check_figures_every(every: int | None) -> None:
@@ -331,12 +336,15 @@ def figures_due(step: int, n_experiences: int, every: int | None = None) -> bool
 
     After the last experience always; before it, after every ``every``-th experience (steps
     ``every - 1``, ``2 every - 1``, ...). ``every=None`` chooses ``ceil(n_experiences / 5)``:
-    every experience on streams of up to 5 experiences, about 5 drawings on longer ones, so
-    the figures' share of a run does not grow with the stream (:data:`FIGURE_REDRAWS`).
+    every experience on streams of up to 5 experiences, about 5 drawings on streams of up to
+    20 (:data:`FIGURE_REDRAWS`), and the last experience alone on longer streams
+    (:data:`DRAWN_ONCE_AFTER`), so the figures' share of a run does not grow with the stream.
 
     The rule depends on the step alone, so a resumed run draws at the same steps and ends with
     the same figures as an uninterrupted one.
     """
+    if every is None and n_experiences > DRAWN_ONCE_AFTER:
+        every = n_experiences
     every = every if every is not None else max(1, -(-n_experiences // FIGURE_REDRAWS))
     return step >= n_experiences - 1 or (step + 1) % every == 0
 
@@ -352,7 +360,8 @@ class FigureLogger:
     Args:
         folder: The run folder.
         every: Draw after every ``every``-th experience and after the last; None: every experience
-            on streams of up to 5 experiences, about 5 times on longer ones (:func:`figures_due`).
+            on streams of up to 5 experiences, about 5 times on streams of up to 20, after the last
+            experience alone on longer ones (:func:`figures_due`).
     """
 
     def __init__(self, folder: str | Path, every: int | None = None) -> None:

@@ -13,8 +13,8 @@ The only module that imports ``SummaryWriter``. Tags:
   ``per_class_accuracy/experience_{j}/class_{i}`` (position ``i`` in the experience's classes);
 * figures ``accuracy_matrix`` and ``robustness_grid`` at the steps
   :func:`lifelong_kd.loggers.figures.figures_due` picks (every ``figures_every``-th experience and
-  the last; by default every experience of streams up to 5 experiences, about 5 times on longer
-  ones), and after the last experience
+  the last; by default every experience of streams up to 5 experiences, about 5 times on
+  streams up to 20, after the last alone on longer ones), and after the last experience
   ``confusion_matrix`` and ``representation_drift``; text ``config``; hparams at close:
   the config's settings that change the numbers (:func:`hparams`), with the strategy options
   flattened (``temperature``, ``alpha``, ...); text ``run_name``: what the run is (benchmark,
