@@ -302,6 +302,7 @@ class InstrumentTracker:
         self.drift_snapshots = drift_snapshots
         self.self_similarity_: dict[int, Tensor] = {}  # per kept snapshot, computed once (not checkpointed: derived from the features)
         self.class_history_: list[list[list[float]]] = []
+        self.history_tensors_: dict[int, tuple[list[list[float]], Tensor]] = {}  # id -> (a step's rows, their values as one tensor)
         self.predictions_: list[Tensor] = []
         self.predictions_step_ = -1
         self.features_: list[Tensor] = []
@@ -391,10 +392,46 @@ class InstrumentTracker:
                 self.self_similarity_[i] = _self_similarity(centred[i])
         return _biased_cka(centred[newest], centred[index], self.self_similarity_[newest], self.self_similarity_[index])
 
+    def _history_state(self) -> dict[str, Tensor]:
+        """The per-class history as tensors: every value in order (float64), each row's length, each step's number of rows.
+
+        As nested lists, a 50-experience stream's history was 25,000 floats pickled one object
+        at a time at every checkpoint (quadratic over the run); each step's values are made a
+        tensor once.
+        """
+        live = {id(step): step for step in self.class_history_}
+        self.history_tensors_ = {key: kept for key, kept in self.history_tensors_.items() if live.get(key) is kept[0]}
+        values = []
+        for step in self.class_history_:
+            if id(step) not in self.history_tensors_:
+                self.history_tensors_[id(step)] = (step, torch.tensor([value for row in step for value in row], dtype=torch.float64))
+            values.append(self.history_tensors_[id(step)][1])
+        return {
+            "values": torch.cat(values) if values else torch.zeros(0, dtype=torch.float64),
+            "lengths": torch.tensor([len(row) for step in self.class_history_ for row in step], dtype=torch.int64),
+            "rows": torch.tensor([len(step) for step in self.class_history_], dtype=torch.int64),
+        }
+
+    @staticmethod
+    def _history_from_state(state: Any) -> list[list[list[float]]]:
+        """The nested per-class history from :meth:`_history_state` (or from the nested lists older checkpoints hold)."""
+        if not isinstance(state, dict):
+            return [[list(row) for row in step] for step in state]
+        values, lengths = state["values"].tolist(), iter(state["lengths"].tolist())
+        history, start = [], 0
+        for rows in state["rows"].tolist():
+            step = []
+            for _ in range(rows):
+                length = next(lengths)
+                step.append(values[start : start + length])
+                start += length
+            history.append(step)
+        return history
+
     def state_dict(self) -> dict[str, Any]:
         """Per-class history, the last predictions, every snapshot's probe features, the CKA rows (weights-only loadable)."""
         return {
-            "class_history": [[list(row) for row in step] for step in self.class_history_],
+            "class_history": self._history_state(),
             "predictions": list(self.predictions_),
             "predictions_step": self.predictions_step_,
             "features": list(self.features_),
@@ -403,7 +440,8 @@ class InstrumentTracker:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
-        self.class_history_ = [[list(row) for row in step] for step in state.get("class_history", [])]
+        self.class_history_ = self._history_from_state(state.get("class_history", []))
+        self.history_tensors_ = {}
         self.predictions_ = list(state.get("predictions", []))
         self.predictions_step_ = int(state.get("predictions_step", -1))
         self.features_ = list(state.get("features", []))

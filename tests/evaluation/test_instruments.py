@@ -222,3 +222,22 @@ def test_run_folder_holds_the_instrument_figures_and_tensorboard_tags(tmp_path):
     assert "per_class_accuracy/experience_0/class_1" in accumulator.Tags()["scalars"]
     assert {"confusion_matrix", "representation_drift"} <= set(accumulator.Tags()["images"])
     assert [event.step for event in accumulator.Images("confusion_matrix")] == [4]
+
+
+def test_the_per_class_history_goes_to_the_checkpoint_as_tensors_and_comes_back_equal(tmp_path):
+    tracker = instruments.InstrumentTracker()
+    tracker.class_history_ = [[[0.5, math.nan], [0.25, 0.75, 1.0]], [[0.1, 0.2], [0.3, 0.4, 0.5]], [[1 / 3, 2 / 3]]]
+    state = tracker.state_dict()["class_history"]
+    assert all(isinstance(value, torch.Tensor) for value in state.values())  # a few tensors, not 1 object per number
+    assert state["values"].dtype == torch.float64 and len(state["values"]) == 12
+    restored = instruments.InstrumentTracker()
+    torch.save({"class_history": state}, tmp_path / "state.pt")
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    got = restored.class_history_
+    assert [[len(row) for row in step] for step in got] == [[2, 3], [2, 3], [2]]
+    assert got[0][0][0] == 0.5 and math.isnan(got[0][0][1]) and got[2][0] == [1 / 3, 2 / 3]  # float64: exact
+    tracker.class_history_ = tracker.class_history_[:2] + [[[0.9, 0.8]]]  # a step replaced: its tensor is made anew
+    assert tracker.state_dict()["class_history"]["values"][-2:].tolist() == [0.9, 0.8]
+    old_format = instruments.InstrumentTracker()
+    old_format.load_state_dict({"class_history": [[[0.5, 0.25]], [[0.75]]]})  # checkpoints written before the tensors
+    assert old_format.class_history_ == [[[0.5, 0.25]], [[0.75]]]
