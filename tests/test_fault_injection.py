@@ -59,11 +59,11 @@ elif point == "after-checkpoint":
 elif point == "inside-metrics":
     from lifelong_kd import run_folder
     original = run_folder.write_atomic
-    def torn(path, data):
+    def torn(path, data, **options):
         if Path(path).name == "metrics.jsonl" and reached():
             Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}").write_bytes(data[: len(data) // 2])
             die()
-        return original(path, data)
+        return original(path, data, **options)
     run_folder.write_atomic = torn
 from lifelong_kd.cli import main
 sys.exit(main(sys.argv[3:]))
