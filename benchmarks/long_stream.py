@@ -24,6 +24,7 @@ forwards at every experience, and a whole run ``n_experiences^2 x test_size``.
     python benchmarks/long_stream.py --data-root ../shared/data          # the measurement (idle machine, a few minutes)
     python benchmarks/long_stream.py --data-root ../shared/data --quick  # 6 small experiences (CI, about a minute)
     python benchmarks/long_stream.py --quick --profile                   # and cProfile's shares of the run
+    python benchmarks/long_stream.py --data-root ../shared/data --strategy finetune  # no distillation: the loop alone
 """
 
 from __future__ import annotations
@@ -198,6 +199,32 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def distillation_seconds(config: RunConfig, old_heads: int, repeats: int = 100) -> float:
+    """Seconds per experience of LwF's distillation loss alone (``losses.kd_kl`` forward and backward over ``old_heads`` heads' logits).
+
+    LwF distils every old head: its loss works on (batch, old heads, outputs) logits, so its
+    cost per step grows with the stream (the model's forward and backward do not: all heads
+    exist from the start). Timed on random logits of the run's batch and head sizes, median
+    of ``repeats`` steps, times the experience's steps.
+    """
+    import math
+
+    import torch
+
+    from lifelong_kd import losses
+
+    batch, outputs = config.batch_size, 10
+    student = torch.randn(batch, old_heads, outputs, requires_grad=True)
+    teacher = torch.randn(batch, old_heads, outputs)
+    times = []
+    for _ in range(repeats + 10):
+        start = time.perf_counter()
+        losses.kd_kl(student, teacher, 2.0).backward()
+        times.append(time.perf_counter() - start)
+    steps = math.ceil(config.train_size / batch) * (config.epochs or 1)  # permuted-MNIST: one epoch by default
+    return statistics.median(times[10:]) * steps
+
+
 def print_table(result: dict[str, Any], totals: dict[str, Any]) -> None:
     """The per-experience table and the summary lines."""
     print(f"{'exp':>4} {'train s':>8} {'eval s':>8} {'figures s':>9} {'tb s':>7} {'save s':>7} {'RSS MB':>8} {'peak MB':>8} {'heap MB':>8}")
@@ -215,6 +242,12 @@ def print_table(result: dict[str, Any], totals: dict[str, Any]) -> None:
           f"peak RSS: {totals['peak_rss_ratio_last_over_5th']:.3f} (target within 1.1)")
     if totals["heap_ratio_last_over_5th"] is not None:
         print(f"live C heap (malloc in use), experience {last} / experience 5: {totals['heap_ratio_last_over_5th']:.3f}")
+    if totals.get("distillation_seconds"):
+        fifth, final = totals["distillation_seconds"]["5th"], totals["distillation_seconds"]["last"]
+        early = statistics.median(row["train_seconds"] for row in result["rows"][2:7])
+        print(f"the distillation loss alone (kd_kl forward + backward, old heads' logits): {fifth:.3f} s per experience at the 5th, "
+              f"{final:.3f} s at the last; with the rest of the step flat, training would grow {(early + final - fifth) / early:.3f}x "
+              f"(on the medians of 5 around the 5th experience)")
 
 
 def profile_shares(profiler: cProfile.Profile, wall: float) -> dict[str, float]:
@@ -235,13 +268,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK['n_experiences']} experiences of {QUICK['train_size']} training images (CI)")
     parser.add_argument("--n-experiences", type=int, help=f"default {FULL['n_experiences']} ({QUICK['n_experiences']} with --quick)")
     parser.add_argument("--figures-every", type=int, help="draw figures every K experiences (default: the library's)")
+    parser.add_argument("--strategy", default="lwf", help="the run's strategy (default lwf; finetune separates the loop's growth from the distillation's)")
     parser.add_argument("--profile", action="store_true", help="run under cProfile and print the shares of training, evaluation and loggers")
     parser.add_argument("--out", help="run folder (default: a temporary folder, removed afterwards)")
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
     sizes["n_experiences"] = args.n_experiences or sizes["n_experiences"]
     with tempfile.TemporaryDirectory() as scratch:
-        config = RunConfig(benchmark="permuted-mnist", strategy="lwf", shifts="none", data_root=args.data_root, quiet=True,
+        config = RunConfig(benchmark="permuted-mnist", strategy=args.strategy, shifts="none", data_root=args.data_root, quiet=True,
                            out=args.out or str(Path(scratch) / "run"), overwrite=bool(args.out), **sizes,
                            **({"figures_every": args.figures_every} if args.figures_every else {}))
         profiler = cProfile.Profile() if args.profile else None
@@ -251,10 +285,13 @@ def main() -> None:
         if profiler is not None:
             profiler.disable()
     totals = summary(result)
-    print(f"permuted-mnist, lwf, {sizes['n_experiences']} experiences x {sizes['train_size']} training / {sizes['test_size']} test images, "
+    if args.strategy == "lwf":
+        totals["distillation_seconds"] = {"5th": distillation_seconds(config, min(4, sizes["n_experiences"] - 1)),
+                                          "last": distillation_seconds(config, sizes["n_experiences"] - 1)}
+    print(f"permuted-mnist, {args.strategy}, {sizes['n_experiences']} experiences x {sizes['train_size']} training / {sizes['test_size']} test images, "
           f"{result['model']}; {hardware()}")
     print_table(result, totals)
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": hardware(), "sizes": sizes, "figures_every": args.figures_every,
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": hardware(), "sizes": sizes, "strategy": args.strategy, "figures_every": args.figures_every,
               "environment": {name: value for name, value in os.environ.items() if name.startswith(("MALLOC_", "OMP_", "GOMP_"))},
               "profile": args.profile, "average_accuracy": result["average_accuracy"], **totals, "rows": result["rows"]}
     if profiler is not None:
