@@ -119,16 +119,25 @@ class Clocked:
 
 
 class MemoryProbe:
-    """The last logger: records the RSS after each experience (all other work of the experience is done)."""
+    """The last logger: records the RSS after each experience (all other work of the experience is done).
 
-    def __init__(self) -> None:
+    ``trim``: first hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``),
+    the experiment of ``--trim``: is the growth of the peak RSS freed memory glibc keeps?
+    """
+
+    def __init__(self, trim: bool = False) -> None:
         self.memory: dict[int, dict[str, int]] = {}
+        self.trim = trim
 
     def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
         """Nothing to record."""
 
     def log_report(self, report: EvalReport) -> None:
         """RSS now, and the C heap's live bytes."""
+        if self.trim:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         self.memory[report.step] = {**rss_bytes(), "heap": heap_in_use_bytes()}
 
     def close(self) -> None:
@@ -149,11 +158,11 @@ def clocked_saves() -> tuple[list[float], Any]:
     return seconds, original
 
 
-def run_stream(config: RunConfig) -> dict[str, Any]:
+def run_stream(config: RunConfig, trim: bool = False) -> dict[str, Any]:
     """One run composed as ``lifelong-kd run`` composes it, with clocks; per-experience rows and the wall time."""
     config, stream, strategy, model, evaluator = compose_run(config)
     loggers = {type(logger).__name__: Clocked(logger) for logger in run_loggers(Path(config.out), config, figures=True)}
-    probe = MemoryProbe()
+    probe = MemoryProbe(trim)
     saves, original = clocked_saves()
     start = time.perf_counter()
     try:
@@ -269,6 +278,7 @@ def main() -> None:
     parser.add_argument("--n-experiences", type=int, help=f"default {FULL['n_experiences']} ({QUICK['n_experiences']} with --quick)")
     parser.add_argument("--figures-every", type=int, help="draw figures every K experiences (default: the library's)")
     parser.add_argument("--strategy", default="lwf", help="the run's strategy (default lwf; finetune separates the loop's growth from the distillation's)")
+    parser.add_argument("--trim", action="store_true", help="experiment: malloc_trim(0) after every experience (glibc)")
     parser.add_argument("--profile", action="store_true", help="run under cProfile and print the shares of training, evaluation and loggers")
     parser.add_argument("--out", help="run folder (default: a temporary folder, removed afterwards)")
     args = parser.parse_args()
@@ -281,7 +291,7 @@ def main() -> None:
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
-        result = run_stream(config)
+        result = run_stream(config, args.trim)
         if profiler is not None:
             profiler.disable()
     totals = summary(result)
@@ -291,7 +301,7 @@ def main() -> None:
     print(f"permuted-mnist, {args.strategy}, {sizes['n_experiences']} experiences x {sizes['train_size']} training / {sizes['test_size']} test images, "
           f"{result['model']}; {hardware()}")
     print_table(result, totals)
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": hardware(), "sizes": sizes, "strategy": args.strategy, "figures_every": args.figures_every,
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": hardware(), "sizes": sizes, "strategy": args.strategy, "trim": args.trim, "figures_every": args.figures_every,
               "environment": {name: value for name, value in os.environ.items() if name.startswith(("MALLOC_", "OMP_", "GOMP_"))},
               "profile": args.profile, "average_accuracy": result["average_accuracy"], **totals, "rows": result["rows"]}
     if profiler is not None:
