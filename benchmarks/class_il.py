@@ -97,6 +97,7 @@ PROTOCOLS = {
 }
 # Part cifar-long: the methods of the paper's class-IL ordering (LwF < ER < DER < DER++).
 LONG_METHODS = ("lwf", "er", "der", "derpp")
+LONG_PARTS = {"cifar-long": "seq-cifar10-long", "cifar-longer": "seq-cifar10-longer"}  # part -> its longer Seq-CIFAR-10 protocol
 # Part lucir-lambda: LUCIR's less-forget base weight on Seq-CIFAR-10 (the default 5 is the cifar-class row).
 LUCIR_LAMBDAS = (0.0, 1.0, 2.0)
 # Part mnist-gaps: one-factor runs on the two Seq-MNIST gaps above 3 points (iCaRL class-IL, LwF task-IL).
@@ -432,8 +433,8 @@ def part_jobs(part: str, seed: int, methods: list[str], args: argparse.Namespace
         for method in ("der", "derpp"):
             yield from (Job(part, "seq-cifar10", "class", method, buffer, seed) for buffer in args.buffers)
         return
-    if part in ("cifar-long", "cifar-longer"):  # is the short schedule why the paper's ordering does not hold?
-        protocol = {"cifar-long": "seq-cifar10-long", "cifar-longer": "seq-cifar10-longer"}[part]
+    if part in LONG_PARTS:  # is the short schedule why the paper's ordering does not hold?
+        protocol = LONG_PARTS[part]
         for method in (m for m in methods if m in LONG_METHODS):
             yield from (Job(part, protocol, "class", method, buffer, seed) for buffer in (args.buffers if method in MEMORY_METHODS else [-1]))
         return

@@ -11,7 +11,9 @@ Per experience it prints: training seconds (strategy hooks + minibatch loop), ev
 seconds, the seconds of the figure logger, of the TensorBoard logger and of the run folder's
 save (building the checkpoint and the ``results.json`` and ``metrics.jsonl`` documents, and
 writing the three files: ``_Run.save``; records before 2026-12 clocked the writing alone), and
-the resident set size (RSS) after the experience. Then the ratio of the last experience to the 5th (training seconds and RSS;
+the resident set size (RSS) after the experience, the process's peak RSS so far and the peak RSS
+within the experience ("exp peak": Linux's peak is reset before each phase, so each phase of each
+experience has its own; the per-phase peaks of the 5th and the last experience are printed). Then the ratio of the last experience to the 5th (training seconds and RSS;
 also on medians of five experiences, which a busy machine disturbs less) and the loggers' share
 of the wall time. One JSON record is appended to ``benchmarks/output/long_stream.jsonl``
 (``long_stream_quick.jsonl`` with ``--quick``).
@@ -30,6 +32,7 @@ forwards at every experience, and a whole run ``n_experiences^2 x test_size``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import os
@@ -75,6 +78,48 @@ def rss_bytes() -> dict[str, int]:
         return {"rss": peak, "peak": peak}
 
 
+class PhasePeaks:
+    """The peak RSS of each phase of an experience (training, evaluation, save, each logger), not of the process so far.
+
+    Linux resets a process's peak RSS (``VmHWM``) when ``5`` is written to
+    ``/proc/self/clear_refs``. :meth:`mark` reads the peak of the stretch that just ended, names
+    it, and resets the peak for the next stretch; :meth:`take` hands over one experience's
+    peaks (the largest per name). Elsewhere (no ``clear_refs``) it records nothing.
+    """
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, int] = {}
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.works = True
+        except OSError:
+            self.works = False
+
+    def mark(self, ended: str) -> None:
+        """The stretch since the last mark was ``ended``: keep its peak, start a new one."""
+        if not self.works:
+            return
+        self.peaks[ended] = max(self.peaks.get(ended, 0), rss_bytes()["peak"])
+        Path("/proc/self/clear_refs").write_text("5")
+
+    def take(self) -> dict[str, int]:
+        """The peaks marked since the last call."""
+        peaks, self.peaks = self.peaks, {}
+        return peaks
+
+    def around(self, name: str, function: Any, before: str = "between") -> Any:
+        """``function`` wrapped: the stretch before a call is ``before``, the call itself ``name``."""
+
+        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            self.mark(before)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.mark(name)
+
+        return wrapped
+
+
 def heap_in_use_bytes() -> int | None:
     """Bytes the C heap holds for live allocations (glibc ``mallinfo2``: in-use arena chunks + mmapped chunks); None elsewhere.
 
@@ -99,19 +144,24 @@ def heap_in_use_bytes() -> int | None:
 class Clocked:
     """A logger with a clock around ``log_report``: the seconds of each report go to ``seconds[step]``."""
 
-    def __init__(self, logger: Any) -> None:
+    def __init__(self, logger: Any, meter: PhasePeaks | None = None) -> None:
         self.logger = logger
         self.seconds: dict[int, float] = {}
+        self.meter = meter
 
     def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
         """Passed on."""
         self.logger.log_config(config, first_step)
 
     def log_report(self, report: EvalReport) -> None:
-        """Passed on, timed."""
+        """Passed on, timed (and its peak RSS marked)."""
+        if self.meter is not None:
+            self.meter.mark("between")
         start = time.perf_counter()
         self.logger.log_report(report)
         self.seconds[report.step] = self.seconds.get(report.step, 0.0) + time.perf_counter() - start
+        if self.meter is not None:
+            self.meter.mark(type(self.logger).__name__)
 
     def close(self) -> None:
         """Passed on."""
@@ -125,9 +175,11 @@ class MemoryProbe:
     the experiment of ``--trim``: is the growth of the peak RSS freed memory glibc keeps?
     """
 
-    def __init__(self, trim: bool = False) -> None:
-        self.memory: dict[int, dict[str, int]] = {}
+    def __init__(self, trim: bool = False, meter: PhasePeaks | None = None) -> None:
+        self.memory: dict[int, dict[str, Any]] = {}
         self.trim = trim
+        self.meter = meter
+        self.process_peak = 0
 
     def log_config(self, config: Mapping[str, Any], first_step: int = 0) -> None:
         """Nothing to record."""
@@ -138,20 +190,28 @@ class MemoryProbe:
             import ctypes
 
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-        self.memory[report.step] = {**rss_bytes(), "heap": heap_in_use_bytes()}
+        memory = {**rss_bytes(), "heap": heap_in_use_bytes()}
+        if self.meter is not None:
+            self.meter.mark("between")
+            memory["phases"] = self.meter.take()
+            # the meter resets Linux's peak before each phase: the process's peak so far is the largest phase peak yet
+            self.process_peak = max(self.process_peak, *memory["phases"].values())
+            memory["peak"] = self.process_peak
+        self.memory[report.step] = memory
 
     def close(self) -> None:
         """Nothing held."""
 
 
-def clocked_saves() -> tuple[list[float], Any]:
+def clocked_saves(meter: PhasePeaks) -> tuple[list[float], Any]:
     """Put a clock around the loop's save (building the checkpoint and documents, writing them); returns the list it fills and the original method."""
     seconds: list[float] = []
     original = pipeline._Run.save
+    measured = meter.around("save", original)
 
     def save(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         start = time.perf_counter()
-        original(self, *args, **kwargs)
+        measured(self, *args, **kwargs)
         seconds.append(time.perf_counter() - start)
 
     pipeline._Run.save = save
@@ -161,9 +221,21 @@ def clocked_saves() -> tuple[list[float], Any]:
 def run_stream(config: RunConfig, trim: bool = False) -> dict[str, Any]:
     """One run composed as ``lifelong-kd run`` composes it, with clocks; per-experience rows and the wall time."""
     config, stream, strategy, model, evaluator = compose_run(config)
-    loggers = {type(logger).__name__: Clocked(logger) for logger in run_loggers(Path(config.out), config, figures=True)}
-    probe = MemoryProbe(trim)
-    saves, original = clocked_saves()
+    meter = PhasePeaks()
+    loggers = {type(logger).__name__: Clocked(logger, meter) for logger in run_loggers(Path(config.out), config, figures=True)}
+    probe = MemoryProbe(trim, meter)
+    saves, original = clocked_saves(meter)
+    evaluator.evaluate = meter.around("evaluation", evaluator.evaluate, before="training")
+    timed = evaluator._timed  # the evaluator's clocked parts (clean, instruments, robustness, compression) get their own peaks
+
+    @contextlib.contextmanager
+    def timed_and_measured(part: str):  # noqa: ANN202
+        meter.mark("evaluation")
+        with timed(part):
+            yield
+        meter.mark(f"evaluation: {part}")
+
+    evaluator._timed = timed_and_measured
     start = time.perf_counter()
     try:
         document = pipeline.run(stream, model, strategy, evaluator, [*loggers.values(), probe], config.train_config(), config.out, record=config.record())
@@ -177,6 +249,9 @@ def run_stream(config: RunConfig, trim: bool = False) -> dict[str, Any]:
         row |= {"tensorboard_seconds": loggers["TensorBoardLogger"].seconds.get(step, 0.0) if "TensorBoardLogger" in loggers else 0.0}
         row |= {"rss_mb": probe.memory[step]["rss"] / 2**20, "peak_rss_mb": probe.memory[step]["peak"] / 2**20}
         row |= {"heap_mb": probe.memory[step]["heap"] / 2**20 if probe.memory[step]["heap"] is not None else None}
+        phases = probe.memory[step].get("phases") or {}
+        row |= {"phase_peak_mb": {name: peak / 2**20 for name, peak in phases.items()}}
+        row |= {"experience_peak_mb": max(phases.values()) / 2**20 if phases else None}
         rows.append(row)
     return {"rows": rows, "wall_seconds": wall, "model": config.model, "average_accuracy": document["metrics"]["average_accuracy"]}
 
@@ -205,6 +280,18 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "rss_ratio_median5": ratio(rows, "rss_mb", 5),
         "heap_ratio_last_over_5th": ratio(rows, "heap_mb") if rows[0].get("heap_mb") is not None else None,
         "peak_rss_ratio_last_over_5th": ratio(rows, "peak_rss_mb"),
+        **(experience_peaks(rows) if rows[0].get("experience_peak_mb") is not None else {}),
+    }
+
+
+def experience_peaks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The peak RSS within each experience (not the process's so far): last over 5th, and the same per phase."""
+    fifth, last = rows[min(4, len(rows) - 1)], rows[-1]
+    names = sorted(set(fifth["phase_peak_mb"]) & set(last["phase_peak_mb"]))
+    return {
+        "experience_peak_ratio_last_over_5th": ratio(rows, "experience_peak_mb"),
+        "experience_peak_ratio_median5": ratio(rows, "experience_peak_mb", 5),
+        "phase_peak_mb": {name: {"5th": fifth["phase_peak_mb"][name], "last": last["phase_peak_mb"][name]} for name in names},
     }
 
 
@@ -236,10 +323,10 @@ def distillation_seconds(config: RunConfig, old_heads: int, repeats: int = 100) 
 
 def print_table(result: dict[str, Any], totals: dict[str, Any]) -> None:
     """The per-experience table and the summary lines."""
-    print(f"{'exp':>4} {'train s':>8} {'eval s':>8} {'figures s':>9} {'tb s':>7} {'save s':>7} {'RSS MB':>8} {'peak MB':>8} {'heap MB':>8}")
+    print(f"{'exp':>4} {'train s':>8} {'eval s':>8} {'figures s':>9} {'tb s':>7} {'save s':>7} {'RSS MB':>8} {'peak MB':>8} {'exp peak':>8} {'heap MB':>8}")
     for row in result["rows"]:
         print(f"{row['experience']:>4} {row['train_seconds']:>8.3f} {row['eval_seconds']:>8.3f} {row['figures_seconds']:>9.3f} "
-              f"{row['tensorboard_seconds']:>7.3f} {row['save_seconds']:>7.3f} {row['rss_mb']:>8.1f} {row['peak_rss_mb']:>8.1f} {row['heap_mb'] or float('nan'):>8.1f}")
+              f"{row['tensorboard_seconds']:>7.3f} {row['save_seconds']:>7.3f} {row['rss_mb']:>8.1f} {row['peak_rss_mb']:>8.1f} {row['experience_peak_mb'] or float('nan'):>8.1f} {row['heap_mb'] or float('nan'):>8.1f}")
     seconds = totals["totals"]
     print(f"wall {totals['wall_seconds']:.1f} s: training {seconds['train']:.1f} s, evaluation {seconds['eval']:.1f} s, figures {seconds['figures']:.1f} s, "
           f"TensorBoard {seconds['tensorboard']:.1f} s, save {seconds['save']:.1f} s")
@@ -249,6 +336,10 @@ def print_table(result: dict[str, Any], totals: dict[str, Any]) -> None:
           f"(medians of 5: {totals['train_ratio_median5']:.3f}; target within 0.9-1.1)")
     print(f"RSS, experience {last} / experience 5: {totals['rss_ratio_last_over_5th']:.3f} (medians of 5: {totals['rss_ratio_median5']:.3f}); "
           f"peak RSS: {totals['peak_rss_ratio_last_over_5th']:.3f} (target within 1.1)")
+    if totals.get("experience_peak_ratio_last_over_5th") is not None:
+        print(f"peak RSS within the experience, experience {last} / experience 5: {totals['experience_peak_ratio_last_over_5th']:.3f} "
+              f"(medians of 5: {totals['experience_peak_ratio_median5']:.3f}; target within 1.1); per phase (MB, 5th -> last): "
+              + ", ".join(f"{name} {peaks['5th']:.0f} -> {peaks['last']:.0f}" for name, peaks in totals["phase_peak_mb"].items()))
     if totals["heap_ratio_last_over_5th"] is not None:
         print(f"live C heap (malloc in use), experience {last} / experience 5: {totals['heap_ratio_last_over_5th']:.3f}")
     if totals.get("distillation_seconds"):

@@ -28,7 +28,8 @@ and ends with the numbers of an uninterrupted run. ``--order`` runs cells in a g
 Hypotheses (``--variant``, ``+``-joined factors, each changing one thing; see VARIANTS):
 ``raw32`` 32x32 zero-padded raw pixels, ``keep-adam`` Adam state kept across tasks,
 ``active-classes`` class-IL cross-entropy over the classes seen so far, ``convex`` LwF's
-CE/k + (1-1/k) KD weighting; ``paper`` = all four.
+CE/k + (1-1/k) KD weighting; ``paper`` = these four. ``kd-mean``: LwF's KD averaged over the
+classes as well (divided by their number), as the authors' code computed it until 2019-05-17.
 
 Run from the repository root::
 
@@ -86,8 +87,11 @@ FACTORS: dict[str, dict[str, Any]] = {
     "keep-adam": {"keep_optimizer": True},  # their --optimizer adam (one Adam for all tasks); ours adam_reset
     "active-classes": {"cross_entropy_classes": "seen"},  # their class-IL CE over active classes; ours all outputs
     "convex": {"strategy": {"weighting": "convex", "alpha": 1.0}},  # their LwF: CE/k + (1-1/k) KD; ours CE + (k-1) KD
+    # their loss_fn_kd until 2019-05-17 (commit 26f00db, a month after the paper's arXiv v1): KD averaged over classes too
+    "kd-mean": {"strategy": {"kd_reduction": "mean"}},
 }
-VARIANTS = {"paper": tuple(FACTORS)}  # named combinations; any "+"-joined list of FACTORS works too
+# named combinations; any "+"-joined list of FACTORS works too ("paper": the four factors of the code's later version)
+VARIANTS = {"paper": ("raw32", "keep-adam", "active-classes", "convex")}
 PROTOCOL = {
     "split": {"benchmark": "split-mnist", "model": "mlp:400,400", "lr": 1e-3, "iterations": 2000, "n_experiences": 5},
     "permuted": {"benchmark": "permuted-mnist", "model": "mlp:1000,1000", "lr": 1e-4, "iterations": 5000, "n_experiences": 10},
@@ -182,8 +186,10 @@ def issue16_order() -> list[Cell]:
     hypotheses += [Cell("permuted", "domain", "lwf", 1, variant) for variant in ("keep-adam", "convex", "keep-adam+convex", "raw32", "paper")]
     hypotheses += [Cell("permuted", "domain", method, 1, variant) for method in ("none", "ewc") for variant in ("raw32", "keep-adam", "paper")]
     hypotheses += [Cell("permuted", "class", "lwf", 1, variant) for variant in ("active-classes", "paper")]
+    hypotheses += [Cell(experiment, scenario, "lwf", seed, variant) for experiment, seeds in (("split", (1, 2)), ("permuted", (1,)))
+                   for scenario in ("domain", "class", "task") for seed in seeds for variant in ("", "kd-mean", "paper+kd-mean")]
     seed3 = [Cell("permuted", scenario, method, 3) for scenario in ("domain", "task", "class") for method in main]
-    return permuted + hypotheses + seed3
+    return list(dict.fromkeys(permuted + hypotheses + seed3))  # each cell once, where it first appears
 
 
 ORDERS = {"issue16": issue16_order}
@@ -386,7 +392,8 @@ def section(runs: list[dict], notes: str) -> str:
         lines += ["### Hypotheses: the authors' choices, one factor at a time", "",
                   "Each variant changes one factor (`--variant`, see `benchmarks/vandeven2019.py`: raw32 = 32x32 zero-padded raw pixels,",
                   "keep-adam = Adam state kept across tasks, active-classes = class-IL cross-entropy over the classes seen so far,",
-                  "convex = LwF's CE/k + (1-1/k) KD; paper = all four); \"ours, same seeds\" is our setting on the variant's seeds.", "",
+                  "convex = LwF's CE/k + (1-1/k) KD; paper = those four; kd-mean = LwF's KD averaged over classes as well, as the authors' code",
+                  "until 2019-05-17); \"ours, same seeds\" is our setting on the variant's seeds.", "",
                   hypothesis_table(runs), ""]
     lines += [NOTES_BEGIN, notes, NOTES_END, "", "### Runs", "",
               "| experiment | scenario | method | variant | seed | iterations/exp | avg acc (%) | wall time (s) | threads |", "|---|---|---|---|---|---|---|---|---|"]

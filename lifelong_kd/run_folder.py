@@ -402,13 +402,22 @@ def read_results(path: str | Path) -> dict[str, Any]:
 KEPT_CONFUSION_CELLS = 10_000
 
 
+def confusion_of(report: Mapping[str, Any]) -> Any:
+    """The confusion matrix in ``report``'s instruments (None when it has none)."""
+    instruments = report.get("instruments")
+    return instruments.get("confusion_matrix") if isinstance(instruments, Mapping) else None
+
+
+def large_confusion(matrix: Any) -> bool:
+    """Whether ``matrix`` is a list of rows with more than :data:`KEPT_CONFUSION_CELLS` cells."""
+    return isinstance(matrix, list) and len(matrix) ** 2 > KEPT_CONFUSION_CELLS and all(isinstance(row, list) for row in matrix)
+
+
 def compact_report(report: Mapping[str, Any]) -> dict[str, Any]:
     """An earlier experience's report as the log keeps it: its confusion matrix left out (None) when larger than :data:`KEPT_CONFUSION_CELLS`."""
-    instruments = report.get("instruments")
-    confusion = instruments.get("confusion_matrix") if isinstance(instruments, Mapping) else None
-    if confusion is None or len(confusion) ** 2 <= KEPT_CONFUSION_CELLS:
+    if not large_confusion(confusion_of(report)):
         return dict(report)
-    return {**report, "instruments": {**instruments, "confusion_matrix": None}}
+    return {**report, "instruments": {**report["instruments"], "confusion_matrix": None}}
 
 
 class MemberLog:
@@ -445,15 +454,14 @@ class MemberLog:
         (:meth:`encoded`) and the report's text is joined from them: the same text
         ``json.dumps`` writes.
         """
-        instruments = report.get("instruments")
-        matrix = instruments.get("confusion_matrix") if isinstance(instruments, Mapping) else None
-        if not isinstance(matrix, list) or len(matrix) ** 2 <= KEPT_CONFUSION_CELLS or not all(isinstance(row, list) for row in matrix):
+        matrix = confusion_of(report)
+        if not large_confusion(matrix):
             return json.dumps(report)
         rows = [json.dumps(row) for row in matrix]
         if any("NaN" in row or "Infinity" in row for row in rows):  # counts are integers; anything else takes the general path
             return json.dumps(report)
         marker = "\0matrix"
-        text = json.dumps({**report, "instruments": {**instruments, "confusion_matrix": marker}})
+        text = json.dumps({**report, "instruments": {**report["instruments"], "confusion_matrix": marker}})
         self.matrix_rows_[id(matrix)] = (matrix, rows)
         return text.replace(json.dumps(marker), "[" + ", ".join(rows) + "]", 1)
 
@@ -466,7 +474,7 @@ class MemberLog:
         re-encoding every report made each save grow with the stream. Valid until the log changes.
         """
         texts: dict[int, str | list[str]] = {id(report): text for report, text in zip(self.reports, self.checkpoint_reports(), strict=True)}
-        held = {id(matrix): matrix for report in self.reports if isinstance(matrix := (report.get("instruments") or {}).get("confusion_matrix"), list)}
+        held = {id(matrix): matrix for report in self.reports if isinstance(matrix := confusion_of(report), list)}
         self.matrix_rows_ = {key: kept for key, kept in self.matrix_rows_.items() if held.get(key) is kept[0]}  # drop compacted reports' matrices
         return texts | {key: rows for key, (_, rows) in self.matrix_rows_.items()}
 

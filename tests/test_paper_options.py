@@ -2,8 +2,9 @@
 
 32x32 zero-padded raw pixels (``input_format="raw32"``), the optimiser kept across
 experiences (``keep_optimizer``, also through a resumed run), class-IL cross-entropy over the
-classes seen so far (``cross_entropy_classes="seen"``), LwF's convex weighting, and the
-held-out validation split used to choose hyperparameters.
+classes seen so far (``cross_entropy_classes="seen"``), LwF's convex weighting, the KD averaged
+over classes (``kd_reduction="mean"``, their code before 2019-05-17), and the held-out
+validation split used to choose hyperparameters.
 """
 
 from __future__ import annotations
@@ -233,6 +234,29 @@ def test_added_weighting_with_alpha_k_minus_one_is_the_same_loss_unscaled():
 def test_unknown_weighting_is_a_clear_error():
     with pytest.raises(ValueError, match="weighting must be one of added, convex"):
         LwF(weighting="mean")
+
+
+# ---------------------------------------------------------------------- (e) the KD averaged over classes
+
+
+def test_kd_reduction_mean_is_every_element_averaged_as_the_authors_code_before_its_fix():
+    """Their loss_fn_kd until 2019-05-17: (-targets_norm * log_scores_norm).mean() * T^2, targets at T, scores at T."""
+    stream, model, strategy = lwf_at_third_experience(kd_reduction="mean", alpha=1.0)
+    batch = first_batch(stream, 2)
+    output = pipeline_forward(model, batch)
+    with torch.no_grad():
+        teacher = strategy.teacher_.heads(strategy.teacher_.features(batch.x))[:, 0]
+    targets, log_scores = F.softmax(teacher / 2.0, dim=1), F.log_softmax(output.logits / 2.0, dim=1)
+    theirs = (-targets * log_scores).mean() * 4.0
+    entropy = (-targets * targets.log()).mean() * 4.0  # the cross-entropy form differs from the KL by the targets' entropy only
+    assert strategy.loss(model, batch, output).item() == pytest.approx((theirs - entropy).item(), rel=1e-5)
+    _, _, summed = lwf_at_third_experience(alpha=1.0)
+    assert summed.loss(model, batch, output).item() == pytest.approx(stream.n_outputs * (theirs - entropy).item(), rel=1e-5)
+
+
+def test_unknown_kd_reduction_is_a_clear_error():
+    with pytest.raises(ValueError, match="kd_reduction must be one of batchmean, mean"):
+        LwF(kd_reduction="sum")
 
 
 def pipeline_forward(model, batch):

@@ -21,6 +21,8 @@ from lifelong_kd.teacher import freeze_copy
 ZERO_PROBABILITY_LOGIT = -1e9
 # How the distillation joins the cross-entropy (LwF's ``weighting``).
 WEIGHTINGS = ("added", "convex")
+# How the KL is averaged (LwF's ``kd_reduction``, named as torch's ``kl_div`` reductions).
+KD_REDUCTIONS = ("batchmean", "mean")
 
 
 class LwF(Strategy):
@@ -77,6 +79,11 @@ class LwF(Strategy):
             With a fresh Adam per experience the two differ only through Adam's epsilon
             (``alpha = [0, 1, 2, ...]`` added equals convex with alpha 1); with the optimiser
             state kept across experiences (``--keep-optimizer``) the loss scale matters.
+        kd_reduction: ``"batchmean"``: the KL summed over the distilled classes, averaged over
+            rows (the KL's definition; Hinton et al. 2015). ``"mean"``: averaged over the classes
+            too, i.e. divided by their number, as van de Ven et al.'s code computed it until its
+            fix of 2019-05-17 ("summation over classes was omitted", commit 26f00db), a month
+            after the paper's first version (arXiv 1904.07734v1, 2019-04-15).
     """
 
     name = "lwf"
@@ -95,6 +102,7 @@ class LwF(Strategy):
         noise_level: float = 0.1,
         zero_new_classes: bool = False,  # seen classes only; True: van de Ven et al. 2019's code
         weighting: str = "added",  # Li & Hoiem 2016; "convex": van de Ven et al. 2019's code
+        kd_reduction: str = "batchmean",  # the KL; "mean": van de Ven et al.'s code before 2019-05-17
     ) -> None:
         self.temperature = temperature
         self.alpha = alpha
@@ -108,6 +116,7 @@ class LwF(Strategy):
         self.noise_level = noise_level
         self.zero_new_classes = zero_new_classes
         self.weighting = weighting
+        self.kd_reduction = kd_reduction
         self.scenario_: str | None = None
         self.teacher_: nn.Module | None = None
         self.knowledge_: Knowledge | None = None
@@ -130,6 +139,8 @@ class LwF(Strategy):
         distill.check_noise(self.noise, self.noise_level)
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}.")
+        if self.kd_reduction not in KD_REDUCTIONS:
+            raise ValueError(f"kd_reduction must be one of {', '.join(KD_REDUCTIONS)}, got {self.kd_reduction!r}.")
         if self.feature_distance not in losses.FEATURE_DISTANCE_KINDS:
             kinds = ", ".join(losses.FEATURE_DISTANCE_KINDS)
             raise ValueError(f"feature_distance must be one of {kinds}, got {self.feature_distance!r}.")
@@ -163,7 +174,10 @@ class LwF(Strategy):
         index = distill.require_experience(self._experience).index
         alpha = distill.alpha_for(self.alpha, index) * (index if self.weighting == "convex" else 1)
         student, teacher = self._distilled(output.all_logits, targets[0])
-        terms = {"distillation": alpha * losses.kd_kl(student, teacher, self.temperature, self.scale_t2)}
+        kd = losses.kd_kl(student, teacher, self.temperature, self.scale_t2)
+        if self.kd_reduction == "mean":  # averaged over the distilled classes as well
+            kd = kd / student.shape[-1]
+        terms = {"distillation": alpha * kd}
         if self.feature_weight > 0:
             terms["feature"] = self.feature_weight * losses.feature_distance(output.features, targets[1], self.feature_distance)
         if self.entropy_weight != 0:

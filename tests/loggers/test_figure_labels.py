@@ -46,14 +46,20 @@ def test_titles_carry_the_run_label():
 
 
 def test_untrained_cells_of_the_accuracy_matrix_are_masked_not_drawn_as_values():
+    import matplotlib
+
     figure = accuracy_matrix_figure(MATRIX)
-    image = figure.axes[0].images[0].get_array()
-    assert image.mask.tolist() == [[False, True, True], [False, False, True], [False, False, False]]
-    assert image[2, 1] == pytest.approx(91.0) and image[0, 0] == pytest.approx(95.0)
+    pixels = figure.axes[0].images[0].get_array()  # the cells' colours, 8-bit RGBA
+    grey = (0xE6, 0xE6, 0xE6, 255)
+    masked = [[tuple(int(v) for v in pixels[i, j]) == grey for j in range(3)] for i in range(3)]
+    assert masked == [[False, True, True], [False, False, True], [False, False, False]]
+    viridis = matplotlib.colormaps["viridis"]
+    assert tuple(pixels[2, 1]) == viridis(0.91, bytes=True) and tuple(pixels[0, 0]) == viridis(0.95, bytes=True)
     annotations = {text.get_text() for text in figure.axes[0].texts}
     assert annotations == {"95", "93", "94", "92", "91", "96"}  # no number on a masked cell (31, 12, 27)
-    colours = figure.axes[0].images[0].get_cmap()
-    assert tuple(colours.get_bad()[:3]) != tuple(colours(0.0)[:3])  # masked cells do not take the colour of 0%
+    assert grey != viridis(0.0, bytes=True)  # masked cells do not take the colour of 0%
+    colorbar = figure.axes[1]  # the colour bar keeps the 0-100 scale
+    assert colorbar.get_ylim() == pytest.approx((0.0, 100.0))
 
 
 def test_accuracy_curves_are_fitted_to_their_points():
