@@ -27,6 +27,7 @@ forwards at every experience, and a whole run ``n_experiences^2 x test_size``.
     python benchmarks/long_stream.py --data-root ../shared/data --quick  # 6 small experiences (CI, about a minute)
     python benchmarks/long_stream.py --quick --profile                   # and cProfile's shares of the run
     python benchmarks/long_stream.py --data-root ../shared/data --strategy finetune  # no distillation: the loop alone
+    python benchmarks/long_stream.py --pool 3                            # the last 3 runs' targets, pooled (runs nothing)
 """
 
 from __future__ import annotations
@@ -362,6 +363,39 @@ def profile_shares(profiler: cProfile.Profile, wall: float) -> dict[str, float]:
     return shares
 
 
+def pooled(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The flatness targets over several runs: training seconds of experiences 3-7 and of the last five, pooled, and each run's figures.
+
+    One experience trains in about 0.3 s, and identical runs on this machine differ by up to a
+    third, sometimes inside one run as a step from one level to another: the median of the
+    pooled experiences is the estimate a single run cannot give.
+    """
+    early = [row["train_seconds"] for record in records for row in record["rows"][2:7]]
+    late = [row["train_seconds"] for record in records for row in record["rows"][-5:]]
+    return {
+        "runs": [record["time"] for record in records],
+        "train_ratio_pooled": statistics.median(late) / statistics.median(early),
+        "train_ratio_median5_per_run": [record["train_ratio_median5"] for record in records],
+        "peak_rss_ratio_per_run": [record["peak_rss_ratio_last_over_5th"] for record in records],
+        "loggers_share_per_run": [record["loggers_share"] for record in records],
+    }
+
+
+def print_pooled(log: Path, strategy: str, n_experiences: int, count: int) -> None:
+    """:func:`pooled` over the last ``count`` records of ``strategy`` with ``n_experiences`` (default sizes, no experiments)."""
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    records = [r for r in records if r.get("strategy") == strategy and r["sizes"]["n_experiences"] == n_experiences
+               and not r.get("trim") and not r.get("profile") and not r.get("environment") and r.get("figures_every") is None][-count:]
+    if len(records) < count:
+        raise SystemExit(f"{log} holds {len(records)} default {strategy} runs of {n_experiences} experiences; run the benchmark {count} times first.")
+    result = pooled(records)
+    print(f"{count} runs of {strategy} ({', '.join(result['runs'])}):")
+    print(f"  training seconds, last five experiences / experiences 3-7, pooled over the runs: {result['train_ratio_pooled']:.3f} (target within 0.9-1.1)")
+    print("  each run, medians of 5: " + ", ".join(f"{value:.3f}" for value in result["train_ratio_median5_per_run"]))
+    print("  peak RSS, last / 5th: " + ", ".join(f"{value:.3f}" for value in result["peak_rss_ratio_per_run"]) + " (target within 1.1)")
+    print("  loggers' share of the wall time: " + ", ".join(f"{100 * value:.1f}%" for value in result["loggers_share_per_run"]) + " (target <= 10%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=str(DEFAULT_DATA), help="folder holding MNIST (default ../shared/data)")
@@ -372,9 +406,13 @@ def main() -> None:
     parser.add_argument("--trim", action="store_true", help="experiment: malloc_trim(0) after every experience (glibc)")
     parser.add_argument("--profile", action="store_true", help="run under cProfile and print the shares of training, evaluation and loggers")
     parser.add_argument("--out", help="run folder (default: a temporary folder, removed afterwards)")
+    parser.add_argument("--pool", type=int, metavar="N", help="run nothing: the targets pooled over the last N default runs of --strategy in the record")
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
     sizes["n_experiences"] = args.n_experiences or sizes["n_experiences"]
+    if args.pool:
+        print_pooled(OUTPUT / ("long_stream_quick.jsonl" if args.quick else "long_stream.jsonl"), args.strategy, sizes["n_experiences"], args.pool)
+        return
     with tempfile.TemporaryDirectory() as scratch:
         config = RunConfig(benchmark="permuted-mnist", strategy=args.strategy, shifts="none", data_root=args.data_root, quiet=True,
                            out=args.out or str(Path(scratch) / "run"), overwrite=bool(args.out), **sizes,

@@ -187,7 +187,7 @@ def issue16_order() -> list[Cell]:
     hypotheses += [Cell("permuted", "domain", method, 1, variant) for method in ("none", "ewc") for variant in ("raw32", "keep-adam", "paper")]
     hypotheses += [Cell("permuted", "class", "lwf", 1, variant) for variant in ("active-classes", "paper")]
     hypotheses += [Cell(experiment, scenario, "lwf", seed, variant) for experiment, seeds in (("split", (1, 2)), ("permuted", (1,)))
-                   for scenario in ("domain", "class", "task") for seed in seeds for variant in ("", "kd-mean", "paper+kd-mean")]
+                   for scenario in ("domain", "class", "task") for seed in seeds for variant in ("", "kd-mean", "raw32+kd-mean", "paper+kd-mean")]
     seed3 = [Cell("permuted", scenario, method, 3) for scenario in ("domain", "task", "class") for method in main]
     return list(dict.fromkeys(permuted + hypotheses + seed3))  # each cell once, where it first appears
 

@@ -123,3 +123,51 @@ def test_a_matrix_that_is_not_integer_counts_takes_the_general_path():
     log.add(report, {})
     assert log.checkpoint_reports() == [json.dumps(report)]
     assert not [value for value in log.encoded().values() if isinstance(value, list)]
+
+
+# ---------------------------------------------------------------------- benchmarks/long_stream.py's measures
+
+
+def _long_stream():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module("long_stream")
+
+
+def test_phase_peaks_give_each_phase_its_own_high_water_mark():
+    import pytest
+    import torch
+
+    long_stream = _long_stream()
+    meter = long_stream.PhasePeaks()
+    if not meter.works:
+        pytest.skip("no /proc/self/clear_refs: the per-phase peak needs Linux")
+    meter.mark("before")
+
+    def allocate():
+        block = torch.ones(200 * 2**20, dtype=torch.uint8)  # 200 MB, touched
+        return int(block[-1])
+
+    meter.around("big", allocate)()
+    torch.ones(1000).sum()  # a small phase after the big one
+    meter.mark("small")
+    peaks = meter.take()
+    assert peaks["big"] - peaks["before"] > 150 * 2**20  # the allocation shows in its own phase
+    assert peaks["big"] - peaks["small"] > 150 * 2**20  # and not in the next one: the peak was reset
+    assert meter.take() == {}
+
+
+def test_pooled_training_ratio_is_the_median_of_the_last_five_over_experiences_3_to_7_over_all_runs():
+    long_stream = _long_stream()
+
+    def record(time, early, late):
+        rows = [{"train_seconds": 0.0}] * 2 + [{"train_seconds": v} for v in early] + [{"train_seconds": 9.0}] * 3 + [{"train_seconds": v} for v in late]
+        return {"time": time, "rows": rows, "train_ratio_median5": 1.0, "peak_rss_ratio_last_over_5th": 1.05, "loggers_share": 0.09}
+
+    result = long_stream.pooled([record("a", [1.0] * 5, [1.2] * 5), record("b", [2.0] * 5, [2.0] * 5)])
+    # experiences 3-7: five 1.0 and five 2.0 (median 1.5); last five: five 1.2 and five 2.0 (median 1.6)
+    assert result["train_ratio_pooled"] == 1.6 / 1.5
+    assert result["runs"] == ["a", "b"] and result["peak_rss_ratio_per_run"] == [1.05, 1.05]
